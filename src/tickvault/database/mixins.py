@@ -1,0 +1,57 @@
+"""Columns shared by tickvault's models: timestamps and soft delete."""
+
+from datetime import datetime
+from sqlalchemy import ColumnElement, func
+from sqlalchemy.ext.hybrid import hybrid_property
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tickvault.database.types import UTCDateTime, utcnow
+
+
+class TimestampMixin:
+    """``created_at`` and ``updated_at``, both UTC; ``updated_at`` moves on every UPDATE."""
+
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.now(), nullable=False
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.now(), nullable=False
+    )
+
+
+class SoftDeleteMixin:
+    """``deleted_at``: a row is hidden from default reads once it is set::
+
+        tick.soft_delete()   # hides the row; a second call keeps the first timestamp
+        tick.restore()       # shows it again; harmless when not deleted
+        select(MarketData).where(MarketData.is_deleted)   # also usable in queries
+    """
+
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=None)
+
+    @hybrid_property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    @is_deleted.inplace.expression
+    @classmethod
+    def _is_deleted_expression(cls) -> ColumnElement[bool]:
+        return cls.deleted_at.is_not(None)
+
+    @hybrid_property
+    def is_active(self) -> bool:
+        return self.deleted_at is None
+
+    @is_active.inplace.expression
+    @classmethod
+    def _is_active_expression(cls) -> ColumnElement[bool]:
+        return cls.deleted_at.is_(None)
+
+    def soft_delete(self, at: datetime | None = None) -> None:
+        """Mark the row deleted now (or ``at``); a row already deleted keeps its timestamp."""
+        if self.deleted_at is None:
+            self.deleted_at = at if at is not None else utcnow()
+
+    def restore(self) -> None:
+        """Make the row visible again; harmless on a row that is not deleted."""
+        self.deleted_at = None

@@ -1,0 +1,33 @@
+"""The exceptions tickvault raises.
+
+Every error is a ``TickvaultError``, so a caller can catch the whole family at once::
+
+    TickvaultError
+    ├── ConfigurationError      a setting or database URL tickvault cannot use
+    ├── DatabaseError           the database refused or could not be reached
+    │   └── NotATickvaultDatabase   the database holds someone else's schema
+    └── MigrationError          a migration cannot run (unknown revision, data that would not fit)
+
+Database driver errors are translated at the boundary with ``raise ... from exc``, so the
+original stays on ``__cause__``.
+"""
+
+
+class TickvaultError(Exception):
+    """Root of every error tickvault raises on purpose."""
+
+
+class ConfigurationError(TickvaultError):
+    """A setting or a database URL that tickvault cannot use."""
+
+
+class DatabaseError(TickvaultError):
+    """The database refused an operation or could not be reached."""
+
+
+class NotATickvaultDatabase(DatabaseError):
+    """The database holds tables but no tickvault revision, or a revision tickvault lacks."""
+
+
+class MigrationError(TickvaultError):
+    """A schema migration cannot run, and nothing was changed."""

@@ -1,0 +1,1 @@
+"""tickvault's Alembic environment and revisions (one chain, both engines)."""

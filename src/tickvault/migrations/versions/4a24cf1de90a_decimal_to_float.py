@@ -1,0 +1,61 @@
+"""Prices from DECIMAL(12,4) to FLOAT (double precision).
+
+A double holds 15 significant digits and DECIMAL(12,4) needs 12, so every value comes
+back exactly when rounded to 4 decimals. The downgrade first checks that every value fits
+DECIMAL(12,4) and is finite, and stops before changing anything if one does not.
+
+Revision ID: 4a24cf1de90a
+Revises: df856072bded
+Create Date: 2024-01-03 00:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from tickvault.migrations._helpers import is_sqlite, require_decimal_12_4
+
+revision: str = "4a24cf1de90a"
+down_revision: str | None = "df856072bded"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+COLUMNS = {
+    "market_data": ["price", "bid", "ask", "open_price", "high_price", "low_price"],
+    "alert_logs": ["trigger_value", "threshold_value"],
+}
+
+
+def upgrade() -> None:
+    for table, columns in COLUMNS.items():
+        with op.batch_alter_table(table) as batch:
+            for column in columns:
+                batch.alter_column(
+                    column,
+                    existing_type=sa.Numeric(12, 4),
+                    type_=sa.Double(),
+                    existing_nullable=True,
+                    postgresql_using=f"{column}::double precision",
+                )
+
+
+def downgrade() -> None:
+    require_decimal_12_4(COLUMNS)
+    for table, columns in COLUMNS.items():
+        if is_sqlite():
+            # SQLite keeps the REAL value under a NUMERIC column: round it here.
+            for column in columns:
+                op.execute(
+                    f"UPDATE {table} SET {column} = round({column}, 4) "
+                    f"WHERE {column} IS NOT NULL"
+                )
+        with op.batch_alter_table(table) as batch:
+            for column in columns:
+                batch.alter_column(
+                    column,
+                    existing_type=sa.Double(),
+                    type_=sa.Numeric(12, 4),
+                    existing_nullable=True,
+                    postgresql_using=f"round({column}::numeric, 4)",
+                )

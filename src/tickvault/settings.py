@@ -1,0 +1,32 @@
+"""Runtime settings, read from ``TICKVAULT_*`` environment variables.
+
+Nothing is read at import: call ``get_settings()``.
+"""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///tickvault.db"
+
+
+class Settings(BaseSettings):
+    """tickvault's settings; each field is ``TICKVAULT_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKVAULT_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    # SQLite page cache per connection, in MiB. Allocated lazily, so small databases
+    # never use it; bulk inserts into many-index tables gain the most.
+    sqlite_cache_size_mb: int = Field(default=256, ge=1)
+    # How long a SQLite writer waits for the lock before "database is locked".
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    # How long a PostgreSQL migration waits for a table lock before giving up.
+    migration_lock_timeout_ms: int = Field(default=5000, ge=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, built on first use."""
+    return Settings()
