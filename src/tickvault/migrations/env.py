@@ -98,15 +98,13 @@ def run_migrations_online() -> None:
     if isinstance(connectable, Connection):
         do_run_migrations(connectable)
         return
-    if isinstance(connectable, AsyncEngine):
-        asyncio.run(run_async_migrations(connectable))
-        return
-    engine = create_engine(_database_url())
+    engine = connectable if isinstance(connectable, AsyncEngine) else create_engine(_database_url())
 
     async def run_and_dispose() -> None:
         try:
             await run_async_migrations(engine)
         finally:
+            # asyncio.run() closes this loop: no pooled connection may outlive it.
             await engine.dispose()
 
     asyncio.run(run_and_dispose())

@@ -49,7 +49,7 @@ class AlertLog(TimestampMixin, SoftDeleteMixin, Base):
     evaluation_time_ms: Mapped[float | None] = mapped_column(Double)
     message: Mapped[str | None] = mapped_column(Text)
 
-    rule: Mapped["AlertRule"] = relationship()
+    rule: Mapped["AlertRule"] = relationship(back_populates="alert_logs")
     instrument: Mapped["Instrument"] = relationship()
 
     def __repr__(self) -> str:

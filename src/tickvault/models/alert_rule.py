@@ -10,6 +10,7 @@ from tickvault.database.base import Base
 from tickvault.database.mixins import TimestampMixin
 
 if TYPE_CHECKING:
+    from tickvault.models.alert_logs import AlertLog
     from tickvault.models.instrument import Instrument
 
 CONDITIONS = (
@@ -42,6 +43,10 @@ class AlertRule(TimestampMixin, Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     instrument: Mapped["Instrument"] = relationship(back_populates="alert_rules")
+    # Load with selectinload(); soft-deleted logs are left out unless asked for.
+    alert_logs: Mapped[list["AlertLog"]] = relationship(
+        back_populates="rule", passive_deletes="all", lazy="raise"
+    )
 
     def __repr__(self) -> str:
         return f"AlertRule(id={self.id!r}, condition={self.condition!r})"

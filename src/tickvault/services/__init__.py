@@ -1,0 +1,1 @@
+"""Services: what the CLI and the HTTP API call."""

@@ -1,0 +1,192 @@
+"""Schema migrations as plain functions: upgrade, downgrade, current revision, history.
+
+The CLI (``tickvault db …``) is a thin shell over these; ``alembic`` from the repository
+root runs the same environment. Each function takes a database URL (``None`` reads
+``TICKVAULT_DATABASE_URL``) and raises ``TickvaultError`` subclasses with one-line messages.
+
+``upgrade`` and ``downgrade`` run their own event loop: call them from synchronous code
+(or a worker thread), not from inside a running loop.
+"""
+
+import asyncio
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import inspect
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tickvault.database.engine import create_engine
+from tickvault.database.url import display_url, to_async_url
+from tickvault.errors import DatabaseError, MigrationError, NotATickvaultDatabase
+from tickvault.settings import get_settings
+
+SCRIPT_LOCATION = "tickvault:migrations"
+VERSION_TABLE = "alembic_version"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One revision of the chain, oldest first in ``history()``."""
+
+    id: str
+    down_revision: str | None
+    title: str
+
+
+def alembic_config(url: str | URL | None = None, *, stdout: io.TextIOBase | None = None) -> Config:
+    """An Alembic ``Config`` for tickvault's migrations, without an ini file."""
+    config = Config(stdout=stdout) if stdout is not None else Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    config.attributes["url"] = str(_resolve(url).render_as_string(hide_password=False))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def history() -> list[Revision]:
+    script = ScriptDirectory.from_config(alembic_config())
+    revisions = [
+        Revision(
+            id=rev.revision,
+            down_revision=rev.down_revision if isinstance(rev.down_revision, str) else None,
+            title=(rev.doc or "").splitlines()[0] if rev.doc else "",
+        )
+        for rev in script.walk_revisions()
+    ]
+    return list(reversed(revisions))
+
+
+def upgrade(url: str | URL | None = None, revision: str = "head") -> str | None:
+    """Migrate the database up to ``revision``; returns the revision it is now at."""
+    resolved = _resolve(url)
+    _check_revision(revision)
+    asyncio.run(_inspect(resolved))
+    with _translated(resolved):
+        command.upgrade(alembic_config(resolved), revision)
+    return current_revision(resolved)
+
+
+def downgrade(url: str | URL | None = None, revision: str = "-1") -> str | None:
+    """Migrate the database down to ``revision`` (an id, ``-1`` or ``base``)."""
+    resolved = _resolve(url)
+    _require_existing_file(resolved)
+    _check_revision(revision)
+    current = asyncio.run(_inspect(resolved))
+    if current is None:
+        raise MigrationError(f"{display_url(resolved)} has no tickvault revision to downgrade")
+    with _translated(resolved):
+        command.downgrade(alembic_config(resolved), revision)
+    return current_revision(resolved)
+
+
+def upgrade_sql(url: str | URL | None, revision: str = "head", *, start: str | None = None) -> str:
+    """The DDL of an upgrade, as SQL text, without connecting (Alembic's offline mode)."""
+    resolved = _resolve(url)
+    _check_revision(revision)
+    buffer = io.StringIO()
+    target = f"{start}:{revision}" if start else revision
+    with _translated(resolved):
+        command.upgrade(alembic_config(resolved, stdout=buffer), target, sql=True)
+    return buffer.getvalue()
+
+
+def current_revision(url: str | URL | None = None) -> str | None:
+    """The database's revision, or ``None`` for an empty database."""
+    resolved = _resolve(url)
+    _require_existing_file(resolved)
+    return asyncio.run(_inspect(resolved))
+
+
+async def read_revision(engine: AsyncEngine) -> str | None:
+    """The revision of the database behind ``engine``, from inside a running loop."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_revision_of)
+
+
+def _revision_of(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _resolve(url: str | URL | None) -> URL:
+    return to_async_url(url if url is not None else get_settings().database_url)
+
+
+def _require_existing_file(url: URL) -> None:
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not Path(url.database).exists():
+            raise DatabaseError(f"database file {url.database} does not exist")
+
+
+def _check_revision(revision: str) -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    if revision in ("head", "heads", "base") or revision.lstrip("+-").isdigit():
+        return
+    try:
+        found = script.get_revision(revision)
+    except CommandError as exc:
+        raise MigrationError(f"unknown revision {revision!r}: {exc}") from exc
+    except Exception as exc:  # alembic raises several resolution errors
+        raise MigrationError(f"unknown revision {revision!r}") from exc
+    if found is None:
+        raise MigrationError(f"unknown revision {revision!r}")
+
+
+async def _inspect(url: URL) -> str | None:
+    """The database's revision; refuses a database that holds someone else's schema."""
+    engine = create_engine(url)
+    try:
+        with _translated(url):
+            async with engine.connect() as connection:
+                tables, revision = await connection.run_sync(_tables_and_revision)
+    finally:
+        await engine.dispose()
+    known = {rev.id for rev in history()}
+    if revision is None and tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+        raise NotATickvaultDatabase(
+            f"{display_url(url)} has tables ({shown}) but no tickvault revision: "
+            "not a tickvault database"
+        )
+    if revision is not None and revision not in known:
+        raise NotATickvaultDatabase(
+            f"{display_url(url)} is at revision {revision!r}, which is not one of "
+            "tickvault's: not a tickvault database, or one from a newer tickvault"
+        )
+    return revision
+
+
+def _tables_and_revision(connection: Connection) -> tuple[list[str], str | None]:
+    tables = inspect(connection).get_table_names()
+    if VERSION_TABLE not in tables:
+        return tables, None
+    others = [name for name in tables if name != VERSION_TABLE]
+    return others, _revision_of(connection)
+
+
+@contextmanager
+def _translated(url: URL) -> Iterator[None]:
+    """Turn driver and Alembic errors into one-line tickvault errors."""
+    try:
+        yield
+    except CommandError as exc:
+        raise MigrationError(str(exc)) from exc
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(f"database error at {display_url(url)}: {reason}") from exc
+    except OSError as exc:
+        raise DatabaseError(f"cannot reach the database at {display_url(url)}: {exc}") from exc

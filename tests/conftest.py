@@ -1,0 +1,74 @@
+"""Fixtures shared by every test: one database per test, on SQLite and on PostgreSQL.
+
+``database_url`` is parametrized over both engines. PostgreSQL needs
+``TICKVAULT_TEST_POSTGRES_URL`` (a server where the user may CREATE DATABASE); without it
+those tests are skipped, unless ``TICKVAULT_REQUIRE_POSTGRES=1`` (CI), which fails them.
+"""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tickvault.database.engine import create_engine, create_session_factory
+from tickvault.services import schema
+
+ENGINES = ["sqlite", "postgresql"]
+
+
+def _postgres_admin_url() -> str:
+    url = os.environ.get("TICKVAULT_TEST_POSTGRES_URL")
+    if not url:
+        message = "PostgreSQL tests need TICKVAULT_TEST_POSTGRES_URL"
+        if os.environ.get("TICKVAULT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + " (TICKVAULT_REQUIRE_POSTGRES=1 forbids skipping)")
+        pytest.skip(message)
+    return url
+
+
+async def _admin(url: str, sql: str) -> None:
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
+    """An empty database of its own: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/tickvault-test.db"
+        return
+    admin_url = _postgres_admin_url()
+    name = f"tickvault_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def head_url(database_url: str) -> str:
+    """A database migrated to head."""
+    schema.upgrade(database_url, "head")
+    return database_url
+
+
+@pytest.fixture
+async def engine(head_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(head_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_session_factory(engine)
