@@ -18,8 +18,11 @@ import typer
 from tickvault.errors import TickvaultError
 from tickvault.services import schema
 
-app = typer.Typer(help="tickvault: market data and alert logs on SQLite and PostgreSQL.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="tickvault: market data and alert logs on SQLite and PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -60,17 +63,22 @@ class _QuietAlembic(logging.Filter):
         return not message.startswith(("Context impl", "Will assume"))
 
 
+class _EchoHandler(logging.Handler):
+    """Log lines to whatever stderr is now (a test runner swaps it per invocation)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(self.format(record), err=True)
+
+
 def _configure_logging() -> None:
-    handler = logging.StreamHandler()
+    handler = _EchoHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(_QuietAlembic())
     for name in ("alembic", "tickvault"):
         logger = logging.getLogger(name)
-        # Alembic installs a NullHandler on its logger: look for a real one.
-        if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+        if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
             logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 @db_app.command("upgrade")

@@ -66,8 +66,13 @@ def make_rows(n_ticks: int, n_alerts: int, seed: int = 7) -> dict[str, list[dict
         for i in range(1, 21)
     ]
     rules = [
-        {"id": i, "name": f"rule {i}", "instrument_id": i, "condition": "price_above",
-         "threshold": Decimal(rng.randint(1, 10**8)) * Q}
+        {
+            "id": i,
+            "name": f"rule {i}",
+            "instrument_id": i,
+            "condition": "price_above",
+            "threshold": Decimal(rng.randint(1, 10**8)) * Q,
+        }
         for i in range(1, 21)
     ]
     ticks = []
@@ -96,8 +101,12 @@ def make_rows(n_ticks: int, n_alerts: int, seed: int = 7) -> dict[str, list[dict
         for offset, column in enumerate(ALERT_VALUES):
             alert[column] = _price(rng, (i + offset) if i < 10 else i)
         alerts.append(alert)
-    return {"instruments": instruments, "alert_rules": rules, "market_data": ticks,
-            "alert_logs": alerts}
+    return {
+        "instruments": instruments,
+        "alert_rules": rules,
+        "market_data": ticks,
+        "alert_logs": alerts,
+    }
 
 
 def insert_rows(url: str, rows: dict[str, list[dict[str, Any]]]) -> None:
@@ -130,8 +139,11 @@ def as_utc(value: datetime) -> datetime:
 
 def normalized(table: str, row: dict[str, Any]) -> tuple[Any, ...]:
     values = MARKET_PRICES if table == "market_data" else ALERT_VALUES
-    keys = ["id", "instrument_id", "volume"] if table == "market_data" else [
-        "id", "rule_id", "instrument_id", "fired_status", "delivery_status", "message"]
+    keys = (
+        ["id", "instrument_id", "volume"]
+        if table == "market_data"
+        else ["id", "rule_id", "instrument_id", "fired_status", "delivery_status", "message"]
+    )
     return (
         *(row[k] for k in keys),
         as_utc(row["timestamp"]),

@@ -28,22 +28,32 @@ CHAIN = [BASELINE, INDEXES, FLOATS, HEAD]
 
 BASELINE_INDEXES = {
     "market_data": {
-        "ix_market_data_timestamp", "ix_market_data_instrument", "ix_market_data_price",
-        "ix_market_data_latest", "ix_market_data_timestamp_instrument",
+        "ix_market_data_timestamp",
+        "ix_market_data_instrument",
+        "ix_market_data_price",
+        "ix_market_data_latest",
+        "ix_market_data_timestamp_instrument",
     },
     "alert_logs": {
-        "ix_alert_logs_timestamp", "ix_alert_logs_instrument_timestamp",
-        "ix_alert_logs_rule_timestamp", "ix_alert_logs_rule",
-        "ix_alert_logs_timestamp_instrument", "ix_alert_logs_timestamp_rule",
-        "ix_alert_logs_fired_status", "ix_alert_logs_delivery_status",
-        "ix_alert_logs_evaluation_time", "ix_alert_logs_recent",
+        "ix_alert_logs_timestamp",
+        "ix_alert_logs_instrument_timestamp",
+        "ix_alert_logs_rule_timestamp",
+        "ix_alert_logs_rule",
+        "ix_alert_logs_timestamp_instrument",
+        "ix_alert_logs_timestamp_rule",
+        "ix_alert_logs_fired_status",
+        "ix_alert_logs_delivery_status",
+        "ix_alert_logs_evaluation_time",
+        "ix_alert_logs_recent",
     },
 }
 REDUCED_INDEXES = {
     "market_data": {"ix_market_data_timestamp_instrument", "ix_market_data_instrument_price"},
     "alert_logs": {
-        "ix_alert_logs_timestamp", "ix_alert_logs_instrument_timestamp",
-        "ix_alert_logs_rule_timestamp", "ix_alert_logs_status",
+        "ix_alert_logs_timestamp",
+        "ix_alert_logs_instrument_timestamp",
+        "ix_alert_logs_rule_timestamp",
+        "ix_alert_logs_status",
     },
 }
 HEAD_INDEXES = {
@@ -54,18 +64,31 @@ VALUE_COLUMNS = {
     "alert_logs": ["trigger_value", "threshold_value"],
 }
 FOREIGN_KEYS = {
-    ("alert_rules", "instrument_id"), ("market_data", "instrument_id"),
-    ("alert_logs", "rule_id"), ("alert_logs", "instrument_id"),
+    ("alert_rules", "instrument_id"),
+    ("market_data", "instrument_id"),
+    ("alert_logs", "rule_id"),
+    ("alert_logs", "instrument_id"),
 }
 EXPECTED = {
-    BASELINE: {"indexes": BASELINE_INDEXES, "values": "DECIMAL", "ondelete": "CASCADE",
-               "deleted_at": False},
-    INDEXES: {"indexes": REDUCED_INDEXES, "values": "DECIMAL", "ondelete": "CASCADE",
-              "deleted_at": False},
-    FLOATS: {"indexes": REDUCED_INDEXES, "values": "FLOAT", "ondelete": "CASCADE",
-             "deleted_at": False},
-    HEAD: {"indexes": HEAD_INDEXES, "values": "FLOAT", "ondelete": "RESTRICT",
-           "deleted_at": True},
+    BASELINE: {
+        "indexes": BASELINE_INDEXES,
+        "values": "DECIMAL",
+        "ondelete": "CASCADE",
+        "deleted_at": False,
+    },
+    INDEXES: {
+        "indexes": REDUCED_INDEXES,
+        "values": "DECIMAL",
+        "ondelete": "CASCADE",
+        "deleted_at": False,
+    },
+    FLOATS: {
+        "indexes": REDUCED_INDEXES,
+        "values": "FLOAT",
+        "ondelete": "CASCADE",
+        "deleted_at": False,
+    },
+    HEAD: {"indexes": HEAD_INDEXES, "values": "FLOAT", "ondelete": "RESTRICT", "deleted_at": True},
 }
 
 
@@ -74,7 +97,8 @@ def _kind(column_type: sa.types.TypeEngine[Any]) -> str:
         return "FLOAT"
     if isinstance(column_type, sa.Numeric):
         return f"DECIMAL({column_type.precision},{column_type.scale})".replace(
-            "DECIMAL(12,4)", "DECIMAL")
+            "DECIMAL(12,4)", "DECIMAL"
+        )
     return type(column_type).__name__
 
 
@@ -92,7 +116,8 @@ def describe_schema(url: str) -> dict[str, Any]:
         return {
             "indexes": {t: {ix["name"] for ix in inspector.get_indexes(t)} for t in VALUE_COLUMNS},
             "values": {
-                f"{t}.{c}": _kind(columns[t][c]["type"]) for t, cs in VALUE_COLUMNS.items()
+                f"{t}.{c}": _kind(columns[t][c]["type"])
+                for t, cs in VALUE_COLUMNS.items()
                 for c in cs
             },
             "evaluation_time": _kind(columns["alert_logs"]["evaluation_time_ms"]["type"]),

@@ -1,6 +1,7 @@
 """Columns shared by tickvault's models: timestamps and soft delete."""
 
 from datetime import datetime
+
 from sqlalchemy import ColumnElement, func
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
@@ -22,9 +23,9 @@ class TimestampMixin:
 class SoftDeleteMixin:
     """``deleted_at``: a row is hidden from default reads once it is set::
 
-        tick.soft_delete()   # hides the row; a second call keeps the first timestamp
-        tick.restore()       # shows it again; harmless when not deleted
-        select(MarketData).where(MarketData.is_deleted)   # also usable in queries
+    tick.soft_delete()   # hides the row; a second call keeps the first timestamp
+    tick.restore()       # shows it again; harmless when not deleted
+    select(MarketData).where(MarketData.is_deleted)   # also usable in queries
     """
 
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=None)

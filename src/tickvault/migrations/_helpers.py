@@ -22,7 +22,8 @@ def set_sqlite_foreign_keys(connection: Connection, *, enabled: bool) -> None:
     try:
         cursor.execute(f"PRAGMA foreign_keys={'ON' if enabled else 'OFF'}")
         cursor.execute("PRAGMA foreign_keys")
-        actual = bool(cursor.fetchone()[0])
+        row = cursor.fetchone()
+        actual = row is not None and bool(row[0])
     finally:
         cursor.close()
     if actual != enabled:
@@ -66,7 +67,7 @@ def require_decimal_12_4(columns: dict[str, list[str]]) -> None:
     problems = []
     for table, names in columns.items():
         for name in names:
-            column = sa.column(name, sa.Double())
+            column: sa.ColumnClause[float] = sa.column(name, sa.Double())
             fits = sa.and_(column > -DECIMAL_12_4_LIMIT, column < DECIMAL_12_4_LIMIT)
             count = bind.execute(
                 sa.select(sa.func.count())
@@ -86,7 +87,7 @@ def require_decimal_12_4(columns: dict[str, list[str]]) -> None:
 def count_soft_deleted(table: str) -> int:
     if is_offline():
         return 0
-    deleted_at = sa.column("deleted_at")
+    deleted_at: sa.ColumnClause[object] = sa.column("deleted_at")
     return int(
         op.get_bind()
         .execute(
@@ -96,4 +97,3 @@ def count_soft_deleted(table: str) -> int:
         )
         .scalar_one()
     )
-

@@ -36,9 +36,7 @@ class AlertLog(TimestampMixin, SoftDeleteMixin, Base):
 
     id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True)
     rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rules.id", ondelete="RESTRICT"))
-    instrument_id: Mapped[int] = mapped_column(
-        ForeignKey("instruments.id", ondelete="RESTRICT")
-    )
+    instrument_id: Mapped[int] = mapped_column(ForeignKey("instruments.id", ondelete="RESTRICT"))
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     trigger_value: Mapped[float | None] = mapped_column(Double)
     threshold_value: Mapped[float | None] = mapped_column(Double)

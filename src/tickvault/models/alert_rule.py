@@ -33,9 +33,7 @@ class AlertRule(TimestampMixin, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
-    instrument_id: Mapped[int] = mapped_column(
-        ForeignKey("instruments.id", ondelete="RESTRICT")
-    )
+    instrument_id: Mapped[int] = mapped_column(ForeignKey("instruments.id", ondelete="RESTRICT"))
     condition: Mapped[str] = mapped_column(String(32))
     # A threshold is a configured value, not a measurement: it stays exact.
     threshold: Mapped[Decimal] = mapped_column(Numeric(12, 4))

@@ -25,9 +25,7 @@ class MarketData(TimestampMixin, SoftDeleteMixin, Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True)
-    instrument_id: Mapped[int] = mapped_column(
-        ForeignKey("instruments.id", ondelete="RESTRICT")
-    )
+    instrument_id: Mapped[int] = mapped_column(ForeignKey("instruments.id", ondelete="RESTRICT"))
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     price: Mapped[float | None] = mapped_column(Double)
     bid: Mapped[float | None] = mapped_column(Double)

@@ -43,9 +43,14 @@ class Revision:
     title: str
 
 
-def alembic_config(url: str | URL | None = None, *, stdout: io.TextIOBase | None = None) -> Config:
-    """An Alembic ``Config`` for tickvault's migrations, without an ini file."""
-    config = Config(stdout=stdout) if stdout is not None else Config()
+def alembic_config(
+    url: str | URL | None = None, *, sql_output: io.StringIO | None = None
+) -> Config:
+    """An Alembic ``Config`` for tickvault's migrations, without an ini file.
+
+    ``sql_output`` collects the SQL of an offline (``--sql``) run.
+    """
+    config = Config(output_buffer=sql_output) if sql_output is not None else Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     config.attributes["url"] = str(_resolve(url).render_as_string(hide_password=False))
     config.attributes["configure_logger"] = False
@@ -101,7 +106,7 @@ def upgrade_sql(url: str | URL | None, revision: str = "head", *, start: str | N
     buffer = io.StringIO()
     target = f"{start}:{revision}" if start else revision
     with _translated(resolved):
-        command.upgrade(alembic_config(resolved, stdout=buffer), target, sql=True)
+        command.upgrade(alembic_config(resolved, sql_output=buffer), target, sql=True)
     return buffer.getvalue()
 
 
@@ -127,9 +132,9 @@ def _resolve(url: str | URL | None) -> URL:
 
 
 def _require_existing_file(url: URL) -> None:
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        if not Path(url.database).exists():
-            raise DatabaseError(f"database file {url.database} does not exist")
+    is_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if is_file and not Path(str(url.database)).exists():
+        raise DatabaseError(f"database file {url.database} does not exist")
 
 
 def _check_revision(revision: str) -> None:

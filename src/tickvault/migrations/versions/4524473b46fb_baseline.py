@@ -9,6 +9,7 @@ Create Date: 2024-01-01 00:00:00
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -22,12 +23,14 @@ PRICE = sa.Numeric(12, 4)
 BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def _timestamps() -> list[sa.Column[sa.DateTime]]:
+def _timestamps() -> list[sa.Column[datetime]]:
     return [
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
-                  nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
-                  nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
     ]
 
 
@@ -61,8 +64,10 @@ def upgrade() -> None:
             name=op.f("ck_alert_rules_condition"),
         ),
         sa.ForeignKeyConstraint(
-            ["instrument_id"], ["instruments.id"],
-            name=op.f("fk_alert_rules_instrument_id_instruments"), ondelete="CASCADE",
+            ["instrument_id"],
+            ["instruments.id"],
+            name=op.f("fk_alert_rules_instrument_id_instruments"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alert_rules")),
     )
@@ -80,8 +85,10 @@ def upgrade() -> None:
         sa.Column("volume", sa.BigInteger(), nullable=True),
         *_timestamps(),
         sa.ForeignKeyConstraint(
-            ["instrument_id"], ["instruments.id"],
-            name=op.f("fk_market_data_instrument_id_instruments"), ondelete="CASCADE",
+            ["instrument_id"],
+            ["instruments.id"],
+            name=op.f("fk_market_data_instrument_id_instruments"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_market_data")),
     )
@@ -116,12 +123,16 @@ def upgrade() -> None:
             name=op.f("ck_alert_logs_delivery_status"),
         ),
         sa.ForeignKeyConstraint(
-            ["rule_id"], ["alert_rules.id"],
-            name=op.f("fk_alert_logs_rule_id_alert_rules"), ondelete="CASCADE",
+            ["rule_id"],
+            ["alert_rules.id"],
+            name=op.f("fk_alert_logs_rule_id_alert_rules"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["instrument_id"], ["instruments.id"],
-            name=op.f("fk_alert_logs_instrument_id_instruments"), ondelete="CASCADE",
+            ["instrument_id"],
+            ["instruments.id"],
+            name=op.f("fk_alert_logs_instrument_id_instruments"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alert_logs")),
     )
@@ -138,9 +149,7 @@ def upgrade() -> None:
     op.create_index("ix_alert_logs_fired_status", "alert_logs", ["fired_status"])
     op.create_index("ix_alert_logs_delivery_status", "alert_logs", ["delivery_status"])
     op.create_index("ix_alert_logs_evaluation_time", "alert_logs", ["evaluation_time_ms"])
-    op.create_index(
-        "ix_alert_logs_recent", "alert_logs", ["rule_id", sa.text('"timestamp" DESC')]
-    )
+    op.create_index("ix_alert_logs_recent", "alert_logs", ["rule_id", sa.text('"timestamp" DESC')])
 
 
 def downgrade() -> None:

@@ -47,8 +47,7 @@ def downgrade() -> None:
             # SQLite keeps the REAL value under a NUMERIC column: round it here.
             for column in columns:
                 op.execute(
-                    f"UPDATE {table} SET {column} = round({column}, 4) "
-                    f"WHERE {column} IS NOT NULL"
+                    f"UPDATE {table} SET {column} = round({column}, 4) WHERE {column} IS NOT NULL"
                 )
         with op.batch_alter_table(table) as batch:
             for column in columns:

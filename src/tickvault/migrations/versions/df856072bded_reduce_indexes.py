@@ -21,7 +21,7 @@ depends_on: str | Sequence[str] | None = None
 TIMESTAMP_DESC = sa.text('"timestamp" DESC')
 
 # name -> columns, as the baseline created them
-DROPPED = {
+DROPPED: dict[str, dict[str, list[str | sa.TextClause]]] = {
     "market_data": {
         "ix_market_data_timestamp": ["timestamp"],
         "ix_market_data_instrument": ["instrument_id"],
@@ -38,7 +38,7 @@ DROPPED = {
         "ix_alert_logs_recent": ["rule_id", TIMESTAMP_DESC],
     },
 }
-ADDED = {
+ADDED: dict[str, dict[str, list[str | sa.TextClause]]] = {
     "market_data": {"ix_market_data_instrument_price": ["instrument_id", "price"]},
     "alert_logs": {"ix_alert_logs_status": ["fired_status", "delivery_status"]},
 }

@@ -58,7 +58,9 @@ def downgrade() -> None:
         if restored:
             logger.warning(
                 "%s: %d soft-deleted rows become visible again (no deleted_at below %s)",
-                table, restored, revision,
+                table,
+                restored,
+                revision,
             )
         with op.batch_alter_table(table) as batch:
             batch.drop_index(f"ix_{table}_deleted_at")

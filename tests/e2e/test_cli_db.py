@@ -1,0 +1,148 @@
+"""`tickvault db …` as a user runs it: through the command line, on both engines."""
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from tests.integration.migration_data import run_on
+from tickvault.cli import app
+
+HEAD = "f79e2702f75c"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def tickvault(runner: CliRunner, *args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_upgrade_current_downgrade_and_history(runner: CliRunner, database_url: str) -> None:
+    url = ["--database-url", database_url]
+
+    code, out, err = tickvault(runner, "db", "upgrade", *url)
+    assert code == 0, err
+    assert out.strip() == f"database at revision {HEAD}"
+    assert "Running upgrade 4a24cf1de90a -> f79e2702f75c" in err
+    assert tickvault(runner, "db", "current", *url)[1].strip() == f"{HEAD} (head)"
+
+    code, out, _ = tickvault(runner, "db", "downgrade", "-1", *url)
+    assert (code, out.strip()) == (0, "database at revision 4a24cf1de90a")
+    code, out, _ = tickvault(runner, "db", "downgrade", "base", *url)
+    assert (code, out.strip()) == (0, "database at revision base (empty)")
+    assert tickvault(runner, "db", "current", *url)[1].startswith("none (empty database")
+    code, out, _ = tickvault(runner, "db", "upgrade", "df856072bded", *url)
+    assert (code, out.strip()) == (0, "database at revision df856072bded")
+
+    code, out, _ = tickvault(runner, "db", "history")
+    assert code == 0
+    assert out.splitlines()[0].startswith("<base> -> 4524473b46fb")
+    assert out.splitlines()[-1].startswith(f"4a24cf1de90a -> {HEAD} (head)")
+
+
+def test_the_url_comes_from_the_environment(
+    runner: CliRunner, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TICKVAULT_DATABASE_URL", database_url)
+    assert tickvault(runner, "db", "upgrade")[0] == 0
+    assert tickvault(runner, "db", "current")[1].strip() == f"{HEAD} (head)"
+
+
+def test_a_downgrade_that_would_lose_values_exits_non_zero(
+    runner: CliRunner, database_url: str
+) -> None:
+    url = ["--database-url", database_url]
+    assert tickvault(runner, "db", "upgrade", *url)[0] == 0
+
+    def seed(connection: sa.Connection) -> None:
+        connection.execute(
+            sa.text("INSERT INTO instruments (id, symbol, name) VALUES (1, 'A', 'A')")
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO market_data (instrument_id, timestamp, price) "
+                "VALUES (1, CURRENT_TIMESTAMP, 123456789.0)"
+            )
+        )
+
+    run_on(database_url, seed)
+    code, out, err = tickvault(runner, "db", "downgrade", "base", *url)
+    assert code == 1
+    # The steps it ran are logged above the error; the whole run rolled back.
+    assert (
+        err.strip().splitlines()[-1].startswith("error: cannot convert FLOAT back to DECIMAL(12,4)")
+    )
+    assert "market_data.price: 1 rows" in err
+    assert "Traceback" not in out + err
+    assert tickvault(runner, "db", "current", *url)[1].strip() == f"{HEAD} (head)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["db", "upgrade", "--database-url", "mysql://root@localhost/x"],
+            "error: unsupported database 'mysql'",
+        ),
+        (
+            ["db", "upgrade", "--database-url", "postgresql://nobody@127.0.0.1:1/x"],
+            "error: cannot reach the database at postgresql+asyncpg://nobody@127.0.0.1:1/x",
+        ),
+        (
+            ["db", "current", "--database-url", "sqlite:///no/such/dir/x.db"],
+            "error: database file no/such/dir/x.db does not exist",
+        ),
+        (
+            ["db", "upgrade", "nosuchrev", "--database-url", "sqlite:///x.db"],
+            "error: unknown revision 'nosuchrev'",
+        ),
+    ],
+)
+def test_bad_input_gets_one_line_and_a_non_zero_exit(
+    runner: CliRunner,
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = tickvault(runner, *args)
+    assert code == 1
+    assert err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_file_that_is_not_a_database_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("hello, this is not SQLite\n" * 100)
+    code, _, err = tickvault(runner, "db", "upgrade", "--database-url", f"sqlite:///{path}")
+    assert code == 1
+    assert "file is not a database" in err
+    assert path.read_text().startswith("hello")
+
+
+def test_someone_elses_database_is_refused(runner: CliRunner, database_url: str) -> None:
+    run_on(database_url, lambda c: c.execute(sa.text("CREATE TABLE customers (id INTEGER)")))
+    code, _, err = tickvault(runner, "db", "upgrade", "--database-url", database_url)
+    assert code == 1
+    assert "has tables (customers) but no tickvault revision" in err
+
+    run_on(
+        database_url,
+        lambda c: c.execute(
+            sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        ),
+    )
+    run_on(
+        database_url,
+        lambda c: c.execute(sa.text("INSERT INTO alembic_version VALUES ('0123abcd')")),
+    )
+    code, _, err = tickvault(runner, "db", "current", "--database-url", database_url)
+    assert code == 1
+    assert "revision '0123abcd', which is not one of tickvault's" in err

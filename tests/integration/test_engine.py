@@ -1,0 +1,85 @@
+"""Engines and sessions as create_engine / create_session_factory set them up."""
+
+import pytest
+from sqlalchemy import text
+
+from tickvault.database.engine import create_engine, create_session_factory
+from tickvault.models import Instrument
+from tickvault.settings import get_settings
+
+
+@pytest.fixture
+def big_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKVAULT_SQLITE_CACHE_SIZE_MB", "64")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+async def test_connections_are_set_up_for_safe_concurrent_use(
+    database_url: str, big_cache: None
+) -> None:
+    plain_url = database_url.replace("+aiosqlite", "").replace("+asyncpg", "")
+    engine = create_engine(plain_url)
+    try:
+        async with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                pragmas = {
+                    name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                    for name in (
+                        "foreign_keys",
+                        "journal_mode",
+                        "synchronous",
+                        "busy_timeout",
+                        "cache_size",
+                    )
+                }
+                assert pragmas == {
+                    "foreign_keys": 1,
+                    "journal_mode": "wal",
+                    "synchronous": 1,
+                    "busy_timeout": 5000,
+                    "cache_size": -64 * 1024,
+                }
+            else:
+                assert engine.dialect.driver == "asyncpg"
+                assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_an_in_memory_sqlite_database_has_foreign_keys_but_no_wal() -> None:
+    engine = create_engine("sqlite:///:memory:")
+    try:
+        async with engine.connect() as connection:
+            assert (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar() == "memory"
+    finally:
+        await engine.dispose()
+
+
+async def test_ddl_is_transactional(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            await connection.begin()
+            await connection.execute(text("CREATE TABLE scratch (id INTEGER)"))
+            await connection.rollback()
+        async with engine.connect() as connection:
+            # The CREATE TABLE rolled back with its transaction, on both engines.
+            await connection.execute(text("CREATE TABLE scratch (id INTEGER)"))
+    finally:
+        await engine.dispose()
+
+
+async def test_objects_stay_readable_after_commit(head_url: str) -> None:
+    engine = create_engine(head_url)
+    try:
+        sessions = create_session_factory(engine)
+        async with sessions() as session:
+            instrument = Instrument(symbol="ES", name="E-mini S&P 500", asset_class="future")
+            session.add(instrument)
+            await session.commit()
+        assert (instrument.id, instrument.symbol, instrument.currency) == (1, "ES", "USD")
+    finally:
+        await engine.dispose()

@@ -1,0 +1,30 @@
+"""`alembic upgrade head --sql` for PostgreSQL prints the whole DDL, with no server."""
+
+from tickvault.services import schema
+
+NO_SERVER = "postgresql://nobody@host.invalid:1/nowhere"
+
+
+def test_offline_upgrade_prints_the_whole_chain_for_postgresql() -> None:
+    sql = schema.upgrade_sql(NO_SERVER, "head")
+
+    assert sql.count("SET LOCAL lock_timeout") == 1
+    for expected in (
+        "CREATE TABLE instruments",
+        "CREATE TABLE market_data",
+        "CREATE INDEX ix_market_data_latest",
+        "DROP INDEX ix_alert_logs_recent",
+        "CREATE INDEX ix_market_data_instrument_price",
+        "ALTER TABLE market_data ALTER COLUMN price TYPE DOUBLE PRECISION",
+        "ALTER TABLE alert_logs ADD COLUMN deleted_at TIMESTAMP WITH TIME ZONE",
+        "ON DELETE RESTRICT",
+        "UPDATE alembic_version SET version_num='f79e2702f75c'",
+        "COMMIT",
+    ):
+        assert expected in sql, expected
+
+
+def test_offline_upgrade_can_start_from_a_revision() -> None:
+    sql = schema.upgrade_sql(NO_SERVER, "head", start="4a24cf1de90a")
+    assert "CREATE TABLE" not in sql
+    assert "fk_market_data_instrument_id_instruments" in sql
