@@ -15,7 +15,8 @@ def test_offline_upgrade_prints_the_whole_chain_for_postgresql() -> None:
         "CREATE INDEX ix_market_data_latest",
         "DROP INDEX ix_alert_logs_recent",
         "CREATE INDEX ix_market_data_instrument_price",
-        "ALTER TABLE market_data ALTER COLUMN price TYPE DOUBLE PRECISION",
+        "ALTER TABLE market_data ALTER COLUMN price TYPE DOUBLE PRECISION USING price::double "
+        "precision, ALTER COLUMN bid TYPE DOUBLE PRECISION",
         "ALTER TABLE alert_logs ADD COLUMN deleted_at TIMESTAMP WITH TIME ZONE",
         "ON DELETE RESTRICT",
         "UPDATE alembic_version SET version_num='f79e2702f75c'",

@@ -27,17 +27,29 @@ COLUMNS = {
 }
 
 
-def upgrade() -> None:
-    for table, columns in COLUMNS.items():
+def _retype(table: str, columns: list[str], *, to_float: bool) -> None:
+    old, new = (sa.Numeric(12, 4), sa.Double()) if to_float else (sa.Double(), sa.Numeric(12, 4))
+    if is_sqlite():
         with op.batch_alter_table(table) as batch:
             for column in columns:
-                batch.alter_column(
-                    column,
-                    existing_type=sa.Numeric(12, 4),
-                    type_=sa.Double(),
-                    existing_nullable=True,
-                    postgresql_using=f"{column}::double precision",
-                )
+                batch.alter_column(column, existing_type=old, type_=new, existing_nullable=True)
+        return
+    # One ALTER TABLE for all columns: PostgreSQL rewrites the table and rebuilds its
+    # indexes once, not once per column.
+    sql_type, using = (
+        ("DOUBLE PRECISION", "{c}::double precision")
+        if to_float
+        else ("NUMERIC(12, 4)", "round({c}::numeric, 4)")
+    )
+    changes = ", ".join(
+        f"ALTER COLUMN {c} TYPE {sql_type} USING {using.format(c=c)}" for c in columns
+    )
+    op.execute(f"ALTER TABLE {table} {changes}")
+
+
+def upgrade() -> None:
+    for table, columns in COLUMNS.items():
+        _retype(table, columns, to_float=True)
 
 
 def downgrade() -> None:
@@ -49,12 +61,4 @@ def downgrade() -> None:
                 op.execute(
                     f"UPDATE {table} SET {column} = round({column}, 4) WHERE {column} IS NOT NULL"
                 )
-        with op.batch_alter_table(table) as batch:
-            for column in columns:
-                batch.alter_column(
-                    column,
-                    existing_type=sa.Double(),
-                    type_=sa.Numeric(12, 4),
-                    existing_nullable=True,
-                    postgresql_using=f"round({column}::numeric, 4)",
-                )
+        _retype(table, columns, to_float=False)
