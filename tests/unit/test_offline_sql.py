@@ -1,5 +1,8 @@
 """`alembic upgrade head --sql` for PostgreSQL prints the whole DDL, with no server."""
 
+import pytest
+
+from tickvault.errors import MigrationError
 from tickvault.services import schema
 
 NO_SERVER = "postgresql://nobody@host.invalid:1/nowhere"
@@ -29,3 +32,8 @@ def test_offline_upgrade_can_start_from_a_revision() -> None:
     sql = schema.upgrade_sql(NO_SERVER, "head", start="4a24cf1de90a")
     assert "CREATE TABLE" not in sql
     assert "fk_market_data_instrument_id_instruments" in sql
+
+
+def test_offline_sql_for_sqlite_is_refused_with_the_reason() -> None:
+    with pytest.raises(MigrationError, match="offline SQL .* is for PostgreSQL"):
+        schema.upgrade_sql("sqlite:///anything.db", "head")

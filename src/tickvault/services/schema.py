@@ -102,6 +102,11 @@ def downgrade(url: str | URL | None = None, revision: str = "-1") -> str | None:
 def upgrade_sql(url: str | URL | None, revision: str = "head", *, start: str | None = None) -> str:
     """The DDL of an upgrade, as SQL text, without connecting (Alembic's offline mode)."""
     resolved = _resolve(url)
+    if resolved.get_backend_name() == "sqlite":
+        raise MigrationError(
+            "offline SQL (--sql) is for PostgreSQL: SQLite migrations recreate tables "
+            "and need the live database; run `tickvault db upgrade` against it instead"
+        )
     _check_revision(revision)
     buffer = io.StringIO()
     target = f"{start}:{revision}" if start else revision

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from alembic.operations import BatchOperations
 
 from tickvault.migrations._helpers import count_soft_deleted, logger
 
@@ -34,34 +35,38 @@ FOREIGN_KEYS = {
 SOFT_DELETE_TABLES = ("market_data", "alert_logs")
 
 
-def _set_ondelete(action: str) -> None:
-    for table, keys in FOREIGN_KEYS.items():
-        with op.batch_alter_table(table) as batch:
-            for column, referred in keys:
-                name = f"fk_{table}_{column}_{referred}"
-                batch.drop_constraint(name, type_="foreignkey")
-                batch.create_foreign_key(name, referred, [column], ["id"], ondelete=action)
+def _set_ondelete(batch: BatchOperations, table: str, action: str) -> None:
+    for column, referred in FOREIGN_KEYS[table]:
+        name = f"fk_{table}_{column}_{referred}"
+        batch.drop_constraint(name, type_="foreignkey")
+        batch.create_foreign_key(name, referred, [column], ["id"], ondelete=action)
+
+
+# One batch per table: on SQLite each batch that changes a foreign key recreates the
+# table, so the column change rides along in the same copy.
 
 
 def upgrade() -> None:
-    for table in SOFT_DELETE_TABLES:
+    for table in FOREIGN_KEYS:
         with op.batch_alter_table(table) as batch:
-            batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
-            batch.create_index(f"ix_{table}_deleted_at", ["deleted_at"])
-    _set_ondelete("RESTRICT")
+            if table in SOFT_DELETE_TABLES:
+                batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+                batch.create_index(f"ix_{table}_deleted_at", ["deleted_at"])
+            _set_ondelete(batch, table, "RESTRICT")
 
 
 def downgrade() -> None:
-    _set_ondelete("CASCADE")
-    for table in SOFT_DELETE_TABLES:
-        restored = count_soft_deleted(table)
-        if restored:
-            logger.warning(
-                "%s: %d soft-deleted rows become visible again (no deleted_at below %s)",
-                table,
-                restored,
-                revision,
-            )
+    for table in FOREIGN_KEYS:
         with op.batch_alter_table(table) as batch:
-            batch.drop_index(f"ix_{table}_deleted_at")
-            batch.drop_column("deleted_at")
+            _set_ondelete(batch, table, "CASCADE")
+            if table in SOFT_DELETE_TABLES:
+                restored = count_soft_deleted(table)
+                if restored:
+                    logger.warning(
+                        "%s: %d soft-deleted rows become visible again (no deleted_at below %s)",
+                        table,
+                        restored,
+                        revision,
+                    )
+                batch.drop_index(f"ix_{table}_deleted_at")
+                batch.drop_column("deleted_at")
