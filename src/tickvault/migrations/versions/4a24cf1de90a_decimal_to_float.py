@@ -56,9 +56,7 @@ def downgrade() -> None:
     require_decimal_12_4(COLUMNS)
     for table, columns in COLUMNS.items():
         if is_sqlite():
-            # SQLite keeps the REAL value under a NUMERIC column: round it here.
-            for column in columns:
-                op.execute(
-                    f"UPDATE {table} SET {column} = round({column}, 4) WHERE {column} IS NOT NULL"
-                )
+            # SQLite keeps the REAL value under a NUMERIC column: round it here, in one
+            # pass over the table (round(NULL) is NULL).
+            op.execute(f"UPDATE {table} SET " + ", ".join(f"{c} = round({c}, 4)" for c in columns))
         _retype(table, columns, to_float=False)
