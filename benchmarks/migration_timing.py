@@ -27,13 +27,21 @@ CHAIN = ["4524473b46fb", "df856072bded", "4a24cf1de90a", "f79e2702f75c"]
 START = datetime(2024, 1, 2, tzinfo=UTC)
 
 
-def _rows(n: int, instruments: int) -> list[tuple[object, ...]]:
+def _rows(n: int, instruments: int) -> list[tuple[int, datetime, Decimal, Decimal, Decimal, int]]:
     rng = random.Random(1)
     rows = []
     for i in range(n):
         price = Decimal(rng.randint(1_0000, 1000_0000)) / 10_000
-        rows.append((1 + i % instruments, START + timedelta(milliseconds=i), price,
-                     price - Decimal("0.01"), price + Decimal("0.01"), rng.randint(1, 10_000)))
+        rows.append(
+            (
+                1 + i % instruments,
+                START + timedelta(milliseconds=i),
+                price,
+                price - Decimal("0.01"),
+                price + Decimal("0.01"),
+                rng.randint(1, 10_000),
+            )
+        )
     return rows
 
 
@@ -42,19 +50,42 @@ async def _fill_postgres(dsn: str, n: int) -> None:
     try:
         await connection.executemany(
             "INSERT INTO instruments (id, symbol, name) VALUES ($1, $2, $3)",
-            [(i, f"S{i}", f"S{i}") for i in range(1, 51)])
+            [(i, f"S{i}", f"S{i}") for i in range(1, 51)],
+        )
         await connection.executemany(
             "INSERT INTO alert_rules (id, name, instrument_id, condition, threshold) "
-            "VALUES ($1, $2, $1, 'price_above', 100)", [(i, f"r{i}") for i in range(1, 51)])
+            "VALUES ($1, $2, $1, 'price_above', 100)",
+            [(i, f"r{i}") for i in range(1, 51)],
+        )
         await connection.copy_records_to_table(
-            "market_data", records=_rows(n, 50),
-            columns=["instrument_id", "timestamp", "price", "bid", "ask", "volume"])
+            "market_data",
+            records=_rows(n, 50),
+            columns=["instrument_id", "timestamp", "price", "bid", "ask", "volume"],
+        )
         await connection.copy_records_to_table(
             "alert_logs",
-            records=[(1 + i % 50, 1 + i % 50, START + timedelta(seconds=i), Decimal("101.5"),
-                      Decimal("100"), "fired", 0.2) for i in range(n // 10)],
-            columns=["rule_id", "instrument_id", "timestamp", "trigger_value",
-                     "threshold_value", "fired_status", "evaluation_time_ms"])
+            records=[
+                (
+                    1 + i % 50,
+                    1 + i % 50,
+                    START + timedelta(seconds=i),
+                    Decimal("101.5"),
+                    Decimal("100"),
+                    "fired",
+                    0.2,
+                )
+                for i in range(n // 10)
+            ],
+            columns=[
+                "rule_id",
+                "instrument_id",
+                "timestamp",
+                "trigger_value",
+                "threshold_value",
+                "fired_status",
+                "evaluation_time_ms",
+            ],
+        )
         await connection.execute("ANALYZE")
     finally:
         await connection.close()
@@ -65,22 +96,36 @@ def _fill_sqlite(path: Path, n: int) -> None:
 
     connection = sqlite3.connect(path)
     with connection:
-        connection.executemany("INSERT INTO instruments (id, symbol, name) VALUES (?, ?, ?)",
-                               [(i, f"S{i}", f"S{i}") for i in range(1, 51)])
+        connection.executemany(
+            "INSERT INTO instruments (id, symbol, name) VALUES (?, ?, ?)",
+            [(i, f"S{i}", f"S{i}") for i in range(1, 51)],
+        )
         connection.executemany(
             "INSERT INTO alert_rules (id, name, instrument_id, condition, threshold) "
-            "VALUES (?, ?, ?, 'price_above', 100)", [(i, f"r{i}", i) for i in range(1, 51)])
+            "VALUES (?, ?, ?, 'price_above', 100)",
+            [(i, f"r{i}", i) for i in range(1, 51)],
+        )
         connection.executemany(
             "INSERT INTO market_data (instrument_id, timestamp, price, bid, ask, volume) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            [(r[0], r[1].strftime("%Y-%m-%d %H:%M:%S.%f"), float(r[2]), float(r[3]),  # type: ignore[attr-defined, arg-type]
-              float(r[4]), r[5]) for r in _rows(n, 50)])  # type: ignore[arg-type]
+            [
+                (i, ts.strftime("%Y-%m-%d %H:%M:%S.%f"), float(p), float(b), float(a), v)
+                for i, ts, p, b, a, v in _rows(n, 50)
+            ],
+        )
         connection.executemany(
             "INSERT INTO alert_logs (rule_id, instrument_id, timestamp, trigger_value, "
             "threshold_value, fired_status, evaluation_time_ms) VALUES (?, ?, ?, 101.5, 100, "
             "'fired', 0.2)",
-            [(1 + i % 50, 1 + i % 50, (START + timedelta(seconds=i)).strftime(
-                "%Y-%m-%d %H:%M:%S.%f")) for i in range(n // 10)])
+            [
+                (
+                    1 + i % 50,
+                    1 + i % 50,
+                    (START + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S.%f"),
+                )
+                for i in range(n // 10)
+            ],
+        )
     connection.close()
 
 
