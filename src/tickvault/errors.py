@@ -6,7 +6,8 @@ Every error is a ``TickvaultError``, so a caller can catch the whole family at o
     ├── ConfigurationError      a setting or database URL tickvault cannot use
     ├── DatabaseError           the database refused or could not be reached
     │   └── NotATickvaultDatabase   the database holds someone else's schema
-    └── MigrationError          a migration cannot run (unknown revision, data that would not fit)
+    ├── MigrationError          a migration cannot run (unknown revision, data that would not fit)
+    └── UnknownTableError       a table name that is not in the database's catalog
 
 Database driver errors are translated at the boundary with ``raise ... from exc``, so the
 original stays on ``__cause__``.
@@ -31,3 +32,7 @@ class NotATickvaultDatabase(DatabaseError):
 
 class MigrationError(TickvaultError):
     """A schema migration cannot run, and nothing was changed."""
+
+
+class UnknownTableError(TickvaultError):
+    """A table name that the database's own catalog does not list."""

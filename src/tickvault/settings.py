@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     # How long a PostgreSQL migration waits for a table lock before giving up.
     migration_lock_timeout_ms: int = Field(default=5000, ge=0)
+    # A statement at least this slow goes to the monitor's slow-query log.
+    slow_query_threshold_ms: float = Field(default=100.0, gt=0)
 
 
 @lru_cache(maxsize=1)

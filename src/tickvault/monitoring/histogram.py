@@ -16,9 +16,24 @@ MIN_MS = 0.001  # everything faster counts as 1 µs
 
 # Prometheus buckets in seconds: sub-millisecond resolution where single inserts live.
 PROMETHEUS_BUCKETS_S = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 _PROMETHEUS_BUCKETS_MS = tuple(b * 1000 for b in PROMETHEUS_BUCKETS_S)
 
 

@@ -1,0 +1,65 @@
+"""Connection pool figures, from whatever the pool class offers."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
+
+
+@dataclass
+class PoolCounters:
+    """Counted from pool events: how often connections were opened, lent and invalidated."""
+
+    connects: int = 0
+    checkouts: int = 0
+    invalidations: int = 0
+    _listeners: list[tuple[str, Any]] = field(default_factory=list)
+
+    def attach(self, engine: Engine) -> None:
+        def on_connect(*_: Any) -> None:
+            self.connects += 1
+
+        def on_checkout(*_: Any) -> None:
+            self.checkouts += 1
+
+        def on_invalidate(*_: Any) -> None:
+            self.invalidations += 1
+
+        for name, fn in (
+            ("connect", on_connect),
+            ("checkout", on_checkout),
+            ("invalidate", on_invalidate),
+        ):
+            event.listen(engine.pool, name, fn)
+            self._listeners.append((name, fn))
+
+    def detach(self, engine: Engine) -> None:
+        for name, fn in self._listeners:
+            event.remove(engine.pool, name, fn)
+        self._listeners.clear()
+
+
+def pool_status(pool: Pool, counters: PoolCounters | None = None) -> dict[str, Any]:
+    """Size, checked out, overflow, checked in (QueuePool), plus the event counters."""
+    status: dict[str, Any] = {"pool_class": type(pool).__name__}
+    for name in ("size", "checkedout", "overflow", "checkedin"):
+        method = getattr(pool, name, None)
+        if callable(method):
+            status[{"checkedout": "checked_out", "checkedin": "checked_in"}.get(name, name)] = (
+                method()
+            )
+    max_overflow = getattr(pool, "_max_overflow", None)
+    timeout = getattr(pool, "_timeout", None)
+    if max_overflow is not None:
+        status["max_overflow"] = max_overflow
+    if timeout is not None:
+        status["timeout_seconds"] = timeout
+    if counters is not None:
+        status.update(
+            connects=counters.connects,
+            checkouts=counters.checkouts,
+            invalidations=counters.invalidations,
+        )
+    return status
