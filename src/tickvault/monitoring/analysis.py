@@ -114,7 +114,8 @@ async def _sqlite_sizes(
     connection: AsyncConnection, table: str, indexes: dict[str, list[str]]
 ) -> dict[str, Any]:
     try:
-        sizes: dict[str, int] = dict((await connection.execute(SQLITE_SIZES)).tuples().all())
+        rows = (await connection.execute(SQLITE_SIZES)).all()
+        sizes: dict[str, int] = {str(name): int(size) for name, size in rows}
     except sa.exc.OperationalError:  # SQLite built without the dbstat table
         return {"table_bytes": None, "index_bytes": None, "index_sizes": {}}
     index_sizes = {name: sizes.get(name) for name in indexes}

@@ -15,7 +15,7 @@ class PoolCounters:
     connects: int = 0
     checkouts: int = 0
     invalidations: int = 0
-    _listeners: list[tuple[str, Any]] = field(default_factory=list)
+    _listeners: list[tuple[Any, str, Any]] = field(default_factory=list)
 
     def attach(self, engine: Engine) -> None:
         def on_connect(*_: Any) -> None:
@@ -33,11 +33,14 @@ class PoolCounters:
             ("invalidate", on_invalidate),
         ):
             event.listen(engine.pool, name, fn)
-            self._listeners.append((name, fn))
+            self._listeners.append((engine, name, fn))
 
-    def detach(self, engine: Engine) -> None:
-        for name, fn in self._listeners:
-            event.remove(engine.pool, name, fn)
+    def detach(self) -> None:
+        # engine.dispose() replaces the pool and carries its listeners over: remove them
+        # from whichever pool the engine has now.
+        for engine, name, fn in self._listeners:
+            if event.contains(engine.pool, name, fn):
+                event.remove(engine.pool, name, fn)
         self._listeners.clear()
 
 

@@ -172,7 +172,7 @@ class DatabasePerformanceMonitor:
     def uninstrument(self) -> None:
         if self._detach is not None:
             self._detach()
-            self._pool_counters.detach(self._sync_engine)
+            self._pool_counters.detach()
             self._detach = None
 
     def track_query(
@@ -287,7 +287,7 @@ class DatabasePerformanceMonitor:
             }
         metrics = PerformanceMetrics(
             timestamp=utcnow(),
-            window_seconds=round(window, 3),
+            window_seconds=round(window, 6),
             insert_rate=round(inserted / window, 2),
             query_rate=round(overall.count / window, 2),
             query_avg_time_ms=round(overall.mean_ms, 4),

@@ -1,0 +1,238 @@
+"""The monitor attached to a real engine, on SQLite and PostgreSQL: automatic capture,
+index usage, pool figures and table analysis."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tickvault.database.engine import create_engine, create_session_factory
+from tickvault.errors import UnknownTableError
+from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
+from tickvault.services.database_performance import DatabasePerformanceMonitor
+
+T0 = datetime(2024, 7, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def monitor(engine: AsyncEngine) -> AsyncIterator[DatabasePerformanceMonitor]:
+    monitor = DatabasePerformanceMonitor(engine)
+    yield monitor
+    await monitor.stop_monitoring()
+    monitor.uninstrument()
+
+
+async def _add_instruments(engine: AsyncEngine, n: int) -> None:
+    async with create_session_factory(engine).begin() as session:
+        session.add_all(Instrument(symbol=f"S{i}", name=f"S{i}") for i in range(n))
+
+
+def _ticks(n: int, instruments: int = 1) -> list[dict[str, object]]:
+    return [
+        {
+            "instrument_id": 1 + i % instruments,
+            "timestamp": T0 + timedelta(seconds=i),
+            "price": 100.0 + i % 7,
+            "volume": i,
+        }
+        for i in range(n)
+    ]
+
+
+async def test_a_bulk_insert_counts_all_its_rows_once(
+    engine: AsyncEngine, monitor: DatabasePerformanceMonitor
+) -> None:
+    await _add_instruments(engine, 1)
+    await monitor.collect_metrics()
+    sessions = create_session_factory(engine)
+
+    async with sessions.begin() as session:
+        await session.execute(insert(MarketData), _ticks(1000))
+    core = await monitor.collect_metrics()
+    async with sessions.begin() as session:
+        session.add_all(MarketData(**tick) for tick in _ticks(1000))
+    orm = await monitor.collect_metrics()
+
+    for metrics in (core, orm):
+        assert metrics.by_table["market_data"]["INSERT"]["rows"] == 1000
+        assert metrics.insert_rate == pytest.approx(1000 / metrics.window_seconds, rel=0.01)
+    assert orm.total_rows_inserted == 1 + 2000
+
+
+async def test_errors_are_counted_and_the_monitors_own_queries_are_not(
+    engine: AsyncEngine, monitor: DatabasePerformanceMonitor
+) -> None:
+    await _add_instruments(engine, 1)
+    with pytest.raises(DBAPIError):
+        async with engine.begin() as connection:
+            await connection.execute(insert(MarketData), [{"instrument_id": 999, "timestamp": T0}])
+
+    first = await monitor.collect_metrics()
+    second = await monitor.collect_metrics()
+    await monitor.analyze_table_performance("market_data")
+    third = await monitor.collect_metrics()
+
+    assert first.errors == 1
+    assert first.by_table["market_data"]["INSERT"]["errors"] == 1
+    # Collecting and analysing run queries of their own; none is counted.
+    assert first.total_queries == second.total_queries == third.total_queries
+    assert second.query_rate == 0.0 and second.errors == 0
+
+
+async def test_slow_query_log_keeps_statement_text_never_values(
+    engine: AsyncEngine,
+) -> None:
+    monitor = DatabasePerformanceMonitor(engine, slow_query_threshold_ms=0.000001)
+    try:
+        async with create_session_factory(engine)() as session:
+            await session.execute(select(Instrument).where(Instrument.symbol == "SECRET-123"))
+        logged = [q.statement for q in monitor.slow_query_log if q.table_name == "instruments"]
+        assert logged and "FROM instruments" in logged[0]
+        assert all("SECRET-123" not in statement for statement in logged)
+    finally:
+        monitor.uninstrument()
+
+
+async def test_index_usage_tells_an_indexed_query_from_a_full_scan(
+    head_url: str, engine: AsyncEngine, monitor: DatabasePerformanceMonitor
+) -> None:
+    await _add_instruments(engine, 200)
+    async with engine.begin() as connection:
+        await connection.execute(insert(MarketData), _ticks(20_000, instruments=200))
+        if engine.dialect.name == "postgresql":
+            await connection.execute(text("ANALYZE market_data"))
+    await monitor.collect_metrics()
+
+    # A separate engine for the application's reads: closing it makes PostgreSQL publish
+    # that backend's statistics at once instead of within the next ten seconds.
+    reader = create_engine(head_url)
+    try:
+        await _read_and_check(reader, monitor)
+    finally:
+        monitor.uninstrument()
+        await reader.dispose()
+
+
+async def _read_and_check(reader: AsyncEngine, monitor: DatabasePerformanceMonitor) -> None:
+    monitor.instrument(reader)
+    sessions = create_session_factory(reader)
+    indexed = (
+        select(MarketData.price)
+        .where(MarketData.instrument_id == 7)
+        .execution_options(include_deleted=True)
+    )
+    unindexed = (
+        select(MarketData.price)
+        .where(MarketData.volume == 4242)
+        .execution_options(include_deleted=True)
+    )
+    async with sessions() as session:
+        for _ in range(2):
+            assert len((await session.execute(indexed)).all()) == 100
+            assert len((await session.execute(unindexed)).all()) == 1
+    await reader.dispose()
+
+    usage = (await monitor.collect_metrics()).index_usage
+    if reader.dialect.name == "postgresql":
+        # A closing backend publishes its statistics as it exits: add up the deltas of a
+        # few collections until they arrive (each collection reports only what is new).
+        index_scans = seq_scans = 0
+        for _ in range(50):
+            market = usage["tables"]["market_data"]
+            index_scans += market["indexes"]["ix_market_data_instrument_price"]["scans"]
+            seq_scans += market["seq_scans"]
+            if index_scans >= 2 and seq_scans >= 2:
+                break
+            await asyncio.sleep(0.1)
+            usage = (await monitor.collect_metrics()).index_usage
+        assert (index_scans, seq_scans) == (2, 2)
+    else:
+        # SQLite: the plans were learnt in that collection; the next executions use them.
+        async with sessions() as session:
+            await session.execute(indexed)
+            await session.execute(unindexed)
+        metrics = await monitor.collect_metrics()
+        selects = metrics.by_table["market_data"]["SELECT"]
+        assert (selects["index_used"], selects["full_scans"]) == (1, 1)
+        assert "ix_market_data_instrument_price" in metrics.index_usage["indexes_seen_in_plans"]
+
+
+async def test_pool_figures_under_concurrent_sessions(head_url: str) -> None:
+    engine = create_engine(head_url, pool_size=2, max_overflow=3)
+    monitor = DatabasePerformanceMonitor(engine)
+    release = asyncio.Event()
+    holding = 0
+
+    async def hold() -> None:
+        nonlocal holding
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+            holding += 1
+            await release.wait()
+
+    try:
+        tasks = [asyncio.create_task(hold()) for _ in range(4)]
+        while holding < 4:
+            await asyncio.sleep(0.01)
+        busy = (await monitor.collect_metrics()).connection_pool
+        release.set()
+        await asyncio.gather(*tasks)
+        idle = monitor.pool_status()
+    finally:
+        monitor.uninstrument()
+        await engine.dispose()
+
+    # The monitor's own collection borrowed a fifth connection.
+    assert busy["size"] == 2 and busy["max_overflow"] == 3
+    assert busy["checked_out"] >= 4 and busy["overflow"] >= 2
+    assert idle["checked_out"] == 0
+    assert idle["checkouts"] >= 5 and idle["connects"] >= 4
+
+
+@pytest.mark.parametrize("table", ["instruments", "alert_rules", "market_data", "alert_logs"])
+async def test_every_table_can_be_analysed(
+    engine: AsyncEngine, monitor: DatabasePerformanceMonitor, table: str
+) -> None:
+    await _add_instruments(engine, 3)
+    async with create_session_factory(engine).begin() as session:
+        rule = AlertRule(name="r", instrument_id=1, condition="price_above", threshold=1)
+        session.add(AlertLog(rule=rule, instrument_id=1, timestamp=T0, fired_status="fired"))
+        await session.execute(insert(MarketData), _ticks(50))
+
+    analysis = await monitor.analyze_table_performance(table)
+
+    expected_rows = {"instruments": 3, "alert_rules": 1, "market_data": 50, "alert_logs": 1}
+    assert analysis["table"] == table
+    assert analysis.get("rows", expected_rows[table]) == expected_rows[table]
+    assert analysis["recommendations"]
+    if table == "market_data":
+        assert set(analysis["indexes"]) == {
+            "ix_market_data_timestamp_instrument",
+            "ix_market_data_instrument_price",
+            "ix_market_data_deleted_at",
+        }
+        assert analysis["latencies"]["INSERT"]["rows"] == 50
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "nosuchtable",
+        "market_data; DROP TABLE instruments",
+        '"market_data"',
+        "MARKET_DATA",
+        "market_data --",
+        "",
+    ],
+)
+async def test_unknown_or_hostile_table_names_are_refused(
+    engine: AsyncEngine, monitor: DatabasePerformanceMonitor, name: str
+) -> None:
+    with pytest.raises(UnknownTableError, match="unknown table"):
+        await monitor.analyze_table_performance(name)
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM instruments"))).scalar() == 0
