@@ -80,7 +80,8 @@ async def test_errors_are_counted_and_the_monitors_own_queries_are_not(
     assert first.by_table["market_data"]["INSERT"]["errors"] == 1
     # Collecting and analysing run queries of their own; none is counted.
     assert first.total_queries == second.total_queries == third.total_queries
-    assert second.query_rate == 0.0 and second.errors == 0
+    assert second.query_rate == 0.0
+    assert second.errors == 0
 
 
 async def test_slow_query_log_keeps_statement_text_never_values(
@@ -91,7 +92,8 @@ async def test_slow_query_log_keeps_statement_text_never_values(
         async with create_session_factory(engine)() as session:
             await session.execute(select(Instrument).where(Instrument.symbol == "SECRET-123"))
         logged = [q.statement for q in monitor.slow_query_log if q.table_name == "instruments"]
-        assert logged and "FROM instruments" in logged[0]
+        assert logged
+        assert "FROM instruments" in logged[0]
         assert all("SECRET-123" not in statement for statement in logged)
     finally:
         monitor.uninstrument()
@@ -165,6 +167,7 @@ async def test_pool_figures_under_concurrent_sessions(head_url: str) -> None:
     engine = create_engine(head_url, pool_size=2, max_overflow=3)
     monitor = DatabasePerformanceMonitor(engine)
     release = asyncio.Event()
+    all_holding = asyncio.Event()
     holding = 0
 
     async def hold() -> None:
@@ -172,12 +175,13 @@ async def test_pool_figures_under_concurrent_sessions(head_url: str) -> None:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
             holding += 1
+            if holding == 4:
+                all_holding.set()
             await release.wait()
 
     try:
         tasks = [asyncio.create_task(hold()) for _ in range(4)]
-        while holding < 4:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(all_holding.wait(), timeout=30)
         busy = (await monitor.collect_metrics()).connection_pool
         release.set()
         await asyncio.gather(*tasks)
@@ -187,10 +191,13 @@ async def test_pool_figures_under_concurrent_sessions(head_url: str) -> None:
         await engine.dispose()
 
     # The monitor's own collection borrowed a fifth connection.
-    assert busy["size"] == 2 and busy["max_overflow"] == 3
-    assert busy["checked_out"] >= 4 and busy["overflow"] >= 2
+    assert busy["size"] == 2
+    assert busy["max_overflow"] == 3
+    assert busy["checked_out"] >= 4
+    assert busy["overflow"] >= 2
     assert idle["checked_out"] == 0
-    assert idle["checkouts"] >= 5 and idle["connects"] >= 4
+    assert idle["checkouts"] >= 5
+    assert idle["connects"] >= 4
 
 
 @pytest.mark.parametrize("table", ["instruments", "alert_rules", "market_data", "alert_logs"])

@@ -42,9 +42,11 @@ async def test_the_original_example_works_without_an_engine() -> None:
     assert metrics.by_table["market_data"]["INSERT"]["count"] == 2
     assert metrics.by_table["alert_logs"]["SELECT"]["index_used"] == 1
     assert metrics.by_table["market_data"]["INSERT"]["full_scans"] == 1
-    assert metrics.index_usage == {} and metrics.connection_pool == {}
+    assert metrics.index_usage == {}
+    assert metrics.connection_pool == {}
     decoded = json.loads(json.dumps(metrics.to_dict()))
-    assert decoded["total_queries"] == 3 and decoded["timestamp"].endswith("+00:00")
+    assert decoded["total_queries"] == 3
+    assert decoded["timestamp"].endswith("+00:00")
 
 
 async def test_each_collection_covers_its_own_window() -> None:
@@ -60,7 +62,8 @@ async def test_each_collection_covers_its_own_window() -> None:
     assert second.by_table["market_data"]["SELECT"]["count"] == 1
     assert second.query_max_time_ms == 10.0
     assert (second.total_queries, third.total_queries) == (4, 4)
-    assert third.query_rate == 0.0 and third.by_table == {}
+    assert third.query_rate == 0.0
+    assert third.by_table == {}
     assert list(monitor.history) == [first, second, third]
 
 
@@ -160,7 +163,8 @@ def test_prometheus_output_parses_back() -> None:
         for s in families["tickvault_query_duration_seconds"].samples
         if s.name.endswith("_bucket") and s.labels["table"] == "market_data"
     ]
-    assert dict(buckets)[0.00025] == 1 and dict(buckets)[0.001] == 3
+    assert dict(buckets)[0.00025] == 1
+    assert dict(buckets)[0.001] == 3
     assert dict(buckets)[math.inf] == 5
     assert [count for _, count in buckets] == sorted(count for _, count in buckets)
     total = next(

@@ -35,5 +35,5 @@ def test_offline_upgrade_can_start_from_a_revision() -> None:
 
 
 def test_offline_sql_for_sqlite_is_refused_with_the_reason() -> None:
-    with pytest.raises(MigrationError, match="offline SQL .* is for PostgreSQL"):
+    with pytest.raises(MigrationError, match=r"offline SQL .* is for PostgreSQL"):
         schema.upgrade_sql("sqlite:///anything.db", "head")
