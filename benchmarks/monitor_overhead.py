@@ -32,17 +32,24 @@ INSERT = sa.insert(MarketData.__table__)
 
 
 def _row(i: int) -> dict[str, object]:
-    return {"instrument_id": 1 + i % 10, "timestamp": START + timedelta(microseconds=i),
-            "price": 100 + (i % 997) / 100, "volume": i % 1000}  # fmt: skip
+    return {
+        "instrument_id": 1 + i % 10,
+        "timestamp": START + timedelta(microseconds=i),
+        "price": 100 + (i % 997) / 100,
+        "volume": i % 1000,
+    }
 
 
 async def _reset(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.execute(sa.text("DELETE FROM market_data"))
         await connection.execute(sa.text("DELETE FROM instruments"))
-        await connection.execute(sa.text(
-            "INSERT INTO instruments (id, symbol, name) VALUES "
-            + ", ".join(f"({i}, 'S{i}', 'S{i}')" for i in range(1, 11))))  # fmt: skip
+        await connection.execute(
+            sa.text(
+                "INSERT INTO instruments (id, symbol, name) VALUES "
+                + ", ".join(f"({i}, 'S{i}', 'S{i}')" for i in range(1, 11))
+            )
+        )
 
 
 async def single_inserts(engine: AsyncEngine, n: int) -> float:
@@ -107,18 +114,25 @@ def main() -> None:
     for engine_name in engines:
         with throwaway_database(engine_name, args.postgres_url) as url:
             schema.upgrade(url)
-            for label, workload, n in (("single", single_inserts, args.single),
-                                       ("bulk", bulk_insert, args.bulk)):  # fmt: skip
+            for label, workload, n in (
+                ("single", single_inserts, args.single),
+                ("bulk", bulk_insert, args.bulk),
+            ):
                 for repeat in range(args.repeat):
                     order = (False, True) if repeat % 2 == 0 else (True, False)
                     for monitored in order:
                         rate = asyncio.run(measure(url, workload, n, monitored))
                         results.setdefault((engine_name, label, monitored), []).append(rate)
-                        print(f"{engine_name:<10} {label:<6} monitor={'on ' if monitored else 'off'}"
-                              f" {rate:>10,.0f} rows/s", flush=True)  # fmt: skip
+                        state = "on " if monitored else "off"
+                        print(
+                            f"{engine_name:<10} {label:<6} monitor={state} {rate:>10,.0f} rows/s",
+                            flush=True,
+                        )
     print(f"\nthe monitor's own work per statement: {hot_path_cost_us():.2f} µs")
-    print(f"median of {args.repeat}; single = {args.single:,} one-row transactions, "
-          f"bulk = {args.bulk:,} rows in batches of {BATCH:,}")  # fmt: skip
+    print(
+        f"median of {args.repeat}; single = {args.single:,} one-row transactions, "
+        f"bulk = {args.bulk:,} rows in batches of {BATCH:,}"
+    )
     print(f"{'engine':<11}{'path':<8}{'off rows/s':>12}{'on rows/s':>12}{'overhead':>10}")
     for engine_name in engines:
         for label in ("single", "bulk"):
