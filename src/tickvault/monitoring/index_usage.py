@@ -138,3 +138,36 @@ async def explain_sqlite(
         "EXPLAIN QUERY PLAN " + statement, tuple([None] * parameter_count)
     )
     return classify_plan([str(row[-1]) for row in result])
+
+
+@dataclass
+class SqlitePlanCache:
+    """Plans of the statements seen, learnt lazily: ``lookup`` notes a new statement, and
+    ``refresh`` (on the monitor's own connection) explains the noted ones in one go."""
+
+    max_plans: int = 4096
+    plans: dict[str, SqlitePlan | None] = field(default_factory=dict)  # None: unexplainable
+    pending: dict[str, int] = field(default_factory=dict)
+
+    def lookup(self, statement: str, parameter_count: int) -> bool | None:
+        """Whether ``statement`` uses an index, if known yet."""
+        if statement in self.plans:
+            plan = self.plans[statement]
+            return plan.used_index if plan is not None else None
+        if len(self.plans) + len(self.pending) < self.max_plans:
+            self.pending.setdefault(statement, parameter_count)
+        return None
+
+    async def refresh(self, connection: AsyncConnection) -> None:
+        pending, self.pending = self.pending, {}
+        for statement, parameter_count in pending.items():
+            try:
+                self.plans[statement] = await explain_sqlite(connection, statement, parameter_count)
+            except Exception:
+                self.plans[statement] = None
+
+    def known(self) -> list[SqlitePlan]:
+        return [plan for plan in self.plans.values() if plan is not None]
+
+    def indexes_seen(self) -> list[str]:
+        return sorted({name for plan in self.known() for name in plan.indexes})

@@ -21,12 +21,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 import tickvault.models  # noqa: F401  (registers the tables on Base.metadata)
 from tickvault.database.base import Base
@@ -34,12 +33,8 @@ from tickvault.database.types import utcnow
 from tickvault.monitoring import capture
 from tickvault.monitoring.analysis import analyze_table
 from tickvault.monitoring.histogram import LatencyHistogram
-from tickvault.monitoring.index_usage import (
-    IndexUsageTracker,
-    SqlitePlan,
-    explain_sqlite,
-    read_pg_stats,
-)
+from tickvault.monitoring.index_usage import IndexUsageTracker, SqlitePlanCache, read_pg_stats
+from tickvault.monitoring.metrics import PerformanceMetrics, QueryPerformance, SlowQuery
 from tickvault.monitoring.pool import PoolCounters, pool_status
 from tickvault.monitoring.statements import QUERY_TYPES, classify
 from tickvault.settings import get_settings
@@ -50,56 +45,8 @@ OTHER_TABLE = "other"
 # Figures are kept per table for tickvault's own tables; anything else counts as "other",
 # which bounds memory and the Prometheus label values.
 KNOWN_TABLES = frozenset({*Base.metadata.tables, "alembic_version"})
-MAX_PENDING_PLANS = 256
+EXPLAINED_TYPES = frozenset({"SELECT", "UPDATE", "DELETE"})
 INSERT_TYPES = ("INSERT", "COPY")
-
-
-@dataclass(frozen=True)
-class QueryPerformance:
-    """One tracked statement."""
-
-    query_type: str
-    table_name: str | None
-    execution_time_ms: float
-    used_index: bool | None = None
-    rows: int = 1
-    timestamp: datetime = field(default_factory=utcnow)
-
-
-@dataclass(frozen=True)
-class SlowQuery:
-    timestamp: datetime
-    query_type: str
-    table_name: str
-    execution_time_ms: float
-    statement: str  # the text only: parameter values are never kept
-
-
-@dataclass
-class PerformanceMetrics:
-    """One collection: rates and latencies over ``window_seconds``, totals since start."""
-
-    timestamp: datetime
-    window_seconds: float
-    insert_rate: float
-    query_rate: float
-    query_avg_time_ms: float
-    query_p50_time_ms: float
-    query_p95_time_ms: float
-    query_p99_time_ms: float
-    query_max_time_ms: float
-    total_queries: int
-    total_rows_inserted: int
-    errors: int
-    slow_queries: int
-    by_table: dict[str, dict[str, dict[str, float | int]]]
-    index_usage: dict[str, Any]
-    connection_pool: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["timestamp"] = self.timestamp.isoformat()
-        return data
 
 
 @dataclass
@@ -145,8 +92,8 @@ class DatabasePerformanceMonitor:
         self._slow_total = 0
         self._slow_previous = 0
         self._started_at = self._last_collected_at = time.perf_counter()
-        self._plans: dict[str, SqlitePlan] = {}
-        self._pending_plans: dict[str, int] = {}
+        self._plans = SqlitePlanCache()
+        self._explain_plans = False
         self._pg_usage = IndexUsageTracker()
         self._pool_counters = PoolCounters()
         self._engine: AsyncEngine | None = None
@@ -168,6 +115,8 @@ class DatabasePerformanceMonitor:
         self._pool_counters.attach(sync_engine)
         self._engine = engine if isinstance(engine, AsyncEngine) else None
         self._sync_engine = sync_engine
+        # SQLite keeps no index statistics: learn each statement's plan instead.
+        self._explain_plans = sync_engine.dialect.name == "sqlite"
 
     def uninstrument(self) -> None:
         if self._detach is not None:
@@ -194,15 +143,11 @@ class DatabasePerformanceMonitor:
         info = classify(statement)
         if info is None:
             return
-        plan = self._plans.get(statement)
-        if (
-            plan is None
-            and info.query_type in ("SELECT", "UPDATE", "DELETE")
-            and self._sync_engine.dialect.name == "sqlite"
-            and len(self._pending_plans) < MAX_PENDING_PLANS
-        ):
-            self._pending_plans.setdefault(statement, parameter_count)
-        used_index = plan.used_index if plan is not None else None
+        used_index = (
+            self._plans.lookup(statement, parameter_count)
+            if self._explain_plans and info.query_type in EXPLAINED_TYPES
+            else None
+        )
         self._record(info.query_type, info.table, duration_ms, rows, used_index, statement)
 
     def record_error(self, statement: str, duration_ms: float) -> None:
@@ -335,15 +280,8 @@ class DatabasePerformanceMonitor:
         self.last_index_usage = usage
         return usage
 
-    async def _sqlite_usage(self, connection: Any) -> dict[str, Any]:
-        pending, self._pending_plans = self._pending_plans, {}
-        for statement, parameter_count in pending.items():
-            try:
-                self._plans[statement] = await explain_sqlite(
-                    connection, statement, parameter_count
-                )
-            except Exception as exc:  # a statement that cannot be explained is skipped
-                logger.debug("no plan for %r: %s", statement[:80], exc)
+    async def _sqlite_usage(self, connection: AsyncConnection) -> dict[str, Any]:
+        await self._plans.refresh(connection)
         tables: dict[str, Any] = {}
         with self._lock:
             for (table, _), series in self._series.items():
@@ -353,14 +291,10 @@ class DatabasePerformanceMonitor:
         for entry in tables.values():
             total = entry["index_searches"] + entry["full_scans"]
             entry["index_scan_share"] = round(entry["index_searches"] / total, 4) if total else None
-        indexes: dict[str, set[str]] = {}
-        for plan in self._plans.values():
-            for name in plan.indexes:
-                indexes.setdefault(name, set())
         return {
             "tables": tables,
-            "indexes_seen_in_plans": sorted(indexes),
-            "plans": len(self._plans),
+            "indexes_seen_in_plans": self._plans.indexes_seen(),
+            "plans": len(self._plans.known()),
         }
 
     def _stats_engine(self) -> AsyncEngine | None:
@@ -398,7 +332,7 @@ class DatabasePerformanceMonitor:
                 connection,
                 table_name,
                 latencies=latencies,
-                plans=list(self._plans.values()),
+                plans=self._plans.known(),
                 executions=executions,
             )
             await connection.rollback()
