@@ -5,7 +5,11 @@ Every error is a ``TickvaultError``, so a caller can catch the whole family at o
     TickvaultError
     ├── ConfigurationError      a setting or database URL tickvault cannot use
     ├── DatabaseError           the database refused or could not be reached
-    │   └── NotATickvaultDatabase   the database holds someone else's schema
+    │   ├── NotATickvaultDatabase   the database holds someone else's schema
+    │   ├── ConflictError       a unique value already taken (a symbol, say)
+    │   └── StillReferenced     RESTRICT: the row still has children
+    ├── NotFoundError           no such row (or it is soft-deleted)
+    ├── ValidationError         input that cannot be stored, with the reason
     ├── MigrationError          a migration cannot run (unknown revision, data that would not fit)
     └── UnknownTableError       a table name that is not in the database's catalog
 
@@ -36,3 +40,19 @@ class MigrationError(TickvaultError):
 
 class UnknownTableError(TickvaultError):
     """A table name that the database's own catalog does not list."""
+
+
+class NotFoundError(TickvaultError):
+    """No row with that id, or only a soft-deleted one."""
+
+
+class ValidationError(TickvaultError):
+    """Input that cannot be stored; the message names the field and the reason."""
+
+
+class ConflictError(DatabaseError):
+    """A unique value is already taken."""
+
+
+class StillReferenced(DatabaseError):
+    """A delete refused by a RESTRICT foreign key: the row still has children."""

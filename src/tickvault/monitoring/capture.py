@@ -10,7 +10,9 @@ multi-row INSERT) counts the rows the driver reports; anything else counts the d
 rowcount when it gives one, else 1.
 """
 
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -22,6 +24,8 @@ from tickvault.monitoring.statements import classify
 
 INTERNAL = "tickvault_internal"
 _STARTED = "tickvault_started"
+# Recorders attached to each engine, for writes that bypass the cursor (asyncpg's COPY).
+_RECORDERS: "weakref.WeakKeyDictionary[Engine, list[Recorder]]" = weakref.WeakKeyDictionary()
 
 
 class Recorder(Protocol):
@@ -81,10 +85,28 @@ def attach(engine: Engine | AsyncEngine, recorder: Recorder) -> Callable[[], Non
     event.listen(target, "before_cursor_execute", before)
     event.listen(target, "after_cursor_execute", after)
     event.listen(target, "handle_error", on_error)
+    _RECORDERS.setdefault(target, []).append(recorder)
 
     def detach() -> None:
         event.remove(target, "before_cursor_execute", before)
         event.remove(target, "after_cursor_execute", after)
         event.remove(target, "handle_error", on_error)
+        _RECORDERS.get(target, []).remove(recorder)
 
     return detach
+
+
+@asynccontextmanager
+async def measured(engine: Engine | AsyncEngine, statement: str, rows: int) -> AsyncIterator[None]:
+    """Report a write made outside SQLAlchemy's cursor (COPY) to the engine's monitors."""
+    recorders = list(_RECORDERS.get(_sync(engine), ()))
+    started = perf_counter()
+    try:
+        yield
+    except BaseException:
+        for recorder in recorders:
+            recorder.record_error(statement, (perf_counter() - started) * 1000)
+        raise
+    duration_ms = (perf_counter() - started) * 1000
+    for recorder in recorders:
+        recorder.record_statement(statement, duration_ms, rows, 0)

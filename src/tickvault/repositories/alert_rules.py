@@ -1,0 +1,61 @@
+"""Alert rules: add, get, list; deactivated through ``is_active`` rather than deleted."""
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tickvault.errors import NotFoundError, ValidationError
+from tickvault.models import AlertRule
+from tickvault.repositories.base import Page, check_limit, translated_integrity_errors
+
+
+class AlertRuleRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, rule: AlertRule) -> AlertRule:
+        with translated_integrity_errors(
+            f"alert rule {rule.name!r}",
+            foreign_key=ValidationError,
+            foreign_key_message=f"instrument {rule.instrument_id} does not exist",
+        ):
+            self.session.add(rule)
+            await self.session.flush()
+        return rule
+
+    async def get(self, rule_id: int) -> AlertRule:
+        rule = await self.session.get(AlertRule, rule_id)
+        if rule is None:
+            raise NotFoundError(f"alert rule {rule_id} not found")
+        return rule
+
+    async def active_for(self, instrument_ids: set[int]) -> list[AlertRule]:
+        query = select(AlertRule).where(
+            AlertRule.is_active, AlertRule.instrument_id.in_(sorted(instrument_ids))
+        )
+        return list(await self.session.scalars(query.order_by(AlertRule.id)))
+
+    async def find(
+        self,
+        *,
+        instrument_id: int | None = None,
+        active: bool | None = None,
+        limit: int = 100,
+        after_id: int | None = None,
+    ) -> Page[AlertRule, int]:
+        query = select(AlertRule).order_by(AlertRule.id).limit(check_limit(limit) + 1)
+        if instrument_id is not None:
+            query = query.where(AlertRule.instrument_id == instrument_id)
+        if active is not None:
+            query = query.where(AlertRule.is_active.is_(active))
+        if after_id is not None:
+            query = query.where(AlertRule.id > after_id)
+        rows = list(await self.session.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, rows[-1].id if more else None)
+
+    async def set_active(self, rule_id: int, active: bool) -> AlertRule:
+        rule = await self.get(rule_id)
+        rule.is_active = active
+        await self.session.flush()
+        return rule

@@ -1,0 +1,49 @@
+"""What every repository shares: pages for keyset pagination, and error translation."""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+
+from tickvault.errors import ConflictError, TickvaultError, ValidationError
+
+T = TypeVar("T")
+C = TypeVar("C")
+
+MAX_PAGE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class Page(Generic[T, C]):
+    """One page of rows, and the cursor that fetches the next (``None`` on the last page)."""
+
+    items: Sequence[T]
+    next_cursor: C | None
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    return limit
+
+
+@contextmanager
+def translated_integrity_errors(
+    what: str, *, foreign_key: type[TickvaultError], foreign_key_message: str
+) -> Iterator[None]:
+    """Turn constraint errors into tickvault errors naming ``what``.
+
+    SQLite says only "FOREIGN KEY constraint failed" for both a missing parent and a parent
+    that still has children, so the caller says which one a foreign key error means here.
+    """
+    try:
+        yield
+    except IntegrityError as exc:
+        message = str(exc.orig).lower()
+        if "foreign key" in message:
+            raise foreign_key(f"{what}: {foreign_key_message}") from exc
+        if "unique" in message or "duplicate key" in message:
+            raise ConflictError(f"{what}: already exists") from exc
+        raise

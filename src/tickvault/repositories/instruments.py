@@ -1,0 +1,69 @@
+"""Instruments: add, get, list; deactivated and reactivated through ``is_active``."""
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tickvault.errors import NotFoundError, StillReferenced
+from tickvault.models import Instrument
+from tickvault.repositories.base import Page, check_limit, translated_integrity_errors
+
+
+class InstrumentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, instrument: Instrument) -> Instrument:
+        with translated_integrity_errors(
+            f"instrument {instrument.symbol!r}",
+            foreign_key=StillReferenced,
+            foreign_key_message="refers to a missing row",
+        ):
+            self.session.add(instrument)
+            await self.session.flush()
+        return instrument
+
+    async def get(self, instrument_id: int) -> Instrument:
+        instrument = await self.session.get(Instrument, instrument_id)
+        if instrument is None:
+            raise NotFoundError(f"instrument {instrument_id} not found")
+        return instrument
+
+    async def get_by_symbol(self, symbol: str) -> Instrument:
+        query = select(Instrument).where(Instrument.symbol == symbol)
+        instrument = await self.session.scalar(query)
+        if instrument is None:
+            raise NotFoundError(f"instrument {symbol!r} not found")
+        return instrument
+
+    async def ids_by_symbol(self, symbols: Sequence[str]) -> dict[str, tuple[int, bool]]:
+        """symbol -> (id, is_active) for the symbols that exist."""
+        rows = await self.session.execute(
+            select(Instrument.symbol, Instrument.id, Instrument.is_active).where(
+                Instrument.symbol.in_(list(symbols))
+            )
+        )
+        return {symbol: (id_, active) for symbol, id_, active in rows}
+
+    async def active_ids(self) -> set[int]:
+        return set(await self.session.scalars(select(Instrument.id).where(Instrument.is_active)))
+
+    async def find(
+        self, *, active: bool | None = None, limit: int = 100, after_id: int | None = None
+    ) -> Page[Instrument, int]:
+        query = select(Instrument).order_by(Instrument.id).limit(check_limit(limit) + 1)
+        if active is not None:
+            query = query.where(Instrument.is_active.is_(active))
+        if after_id is not None:
+            query = query.where(Instrument.id > after_id)
+        rows = list(await self.session.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, rows[-1].id if more else None)
+
+    async def set_active(self, instrument_id: int, active: bool) -> Instrument:
+        instrument = await self.get(instrument_id)
+        instrument.is_active = active
+        await self.session.flush()
+        return instrument

@@ -1,0 +1,161 @@
+"""Market data reads and soft delete: latest tick, time ranges, OHLCV bars.
+
+Every read here leaves soft-deleted rows out (the session's filter) unless asked for.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from tickvault.database.session import INCLUDE_DELETED
+from tickvault.errors import NotFoundError, ValidationError
+from tickvault.models import MarketData
+from tickvault.repositories.bars import Bar, ohlcv_query, parse_interval
+from tickvault.repositories.base import Page, check_limit, translated_integrity_errors
+
+# A position in (timestamp, id) order: where the next page of a range starts.
+RangeCursor = tuple[datetime, int]
+
+
+@dataclass(frozen=True)
+class Latest:
+    instrument_id: int
+    tick: MarketData
+
+
+class MarketDataRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, tick: MarketData) -> MarketData:
+        with translated_integrity_errors(
+            "tick",
+            foreign_key=ValidationError,
+            foreign_key_message=f"instrument {tick.instrument_id} does not exist",
+        ):
+            self.session.add(tick)
+            await self.session.flush()
+        return tick
+
+    async def get(self, tick_id: int, *, include_deleted: bool = False) -> MarketData:
+        tick = await self.session.get(
+            MarketData, tick_id, execution_options={INCLUDE_DELETED: include_deleted}
+        )
+        if tick is None:
+            raise NotFoundError(f"tick {tick_id} not found")
+        return tick
+
+    async def get_active_records(self, instrument_id: int) -> Sequence[MarketData]:
+        """The instrument's ticks that are not soft-deleted, instrument loaded, in time order."""
+        query = (
+            select(MarketData)
+            .where(MarketData.instrument_id == instrument_id)
+            .options(selectinload(MarketData.instrument))
+            .order_by(MarketData.timestamp, MarketData.id)
+        )
+        return list(await self.session.scalars(query))
+
+    async def latest(self, instrument_ids: Sequence[int] | None = None) -> list[MarketData]:
+        """The latest tick of each instrument (of those given), in one query."""
+        ranked = select(
+            MarketData.id,
+            func.row_number()
+            .over(
+                partition_by=MarketData.instrument_id,
+                order_by=(MarketData.timestamp.desc(), MarketData.id.desc()),
+            )
+            .label("rank"),
+        ).where(MarketData.deleted_at.is_(None))
+        if instrument_ids is not None:
+            ranked = ranked.where(MarketData.instrument_id.in_(list(instrument_ids)))
+        ranked_sq = ranked.subquery()
+        query = (
+            select(MarketData)
+            .join(ranked_sq, ranked_sq.c.id == MarketData.id)
+            .where(ranked_sq.c.rank == 1)
+            .order_by(MarketData.instrument_id)
+        )
+        return list(await self.session.scalars(query))
+
+    async def range(
+        self,
+        instrument_id: int,
+        start: datetime,
+        end: datetime,
+        *,
+        limit: int = 1000,
+        after: RangeCursor | None = None,
+        include_deleted: bool = False,
+    ) -> Page[MarketData, RangeCursor]:
+        """Ticks with ``start <= timestamp < end`` in time order, a page at a time."""
+        query = _in_range(select(MarketData), instrument_id, start, end)
+        if after is not None:
+            after_ts, after_id = after
+            query = query.where(
+                or_(
+                    MarketData.timestamp > after_ts,
+                    and_(MarketData.timestamp == after_ts, MarketData.id > after_id),
+                )
+            )
+        query = (
+            query.order_by(MarketData.timestamp, MarketData.id)
+            .limit(check_limit(limit) + 1)
+            .execution_options(**{INCLUDE_DELETED: include_deleted})
+        )
+        rows = list(await self.session.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, (rows[-1].timestamp, rows[-1].id) if more else None)
+
+    async def ohlcv(
+        self, instrument_id: int, interval: str, start: datetime, end: datetime
+    ) -> list[Bar]:
+        """Bars of ``interval`` (1s, 1m, 5m, 15m, 1h, 1d, …) computed in SQL."""
+        seconds = parse_interval(interval)
+        dialect = (await self.session.connection()).dialect.name
+        result = await self.session.execute(
+            ohlcv_query(dialect, instrument_id, seconds, start, end)
+        )
+        return [Bar.from_row(row, seconds) for row in result.mappings()]
+
+    async def soft_delete(self, tick_id: int) -> MarketData:
+        tick = await self.get(tick_id, include_deleted=True)
+        tick.soft_delete()
+        await self.session.flush()
+        return tick
+
+    async def restore(self, tick_id: int) -> MarketData:
+        tick = await self.get(tick_id, include_deleted=True)
+        tick.restore()
+        await self.session.flush()
+        return tick
+
+    async def list_deleted(
+        self, *, instrument_id: int | None = None, limit: int = 100, after_id: int | None = None
+    ) -> Page[MarketData, int]:
+        query = select(MarketData).where(MarketData.is_deleted).order_by(MarketData.id)
+        if instrument_id is not None:
+            query = query.where(MarketData.instrument_id == instrument_id)
+        if after_id is not None:
+            query = query.where(MarketData.id > after_id)
+        query = query.limit(check_limit(limit) + 1).execution_options(**{INCLUDE_DELETED: True})
+        rows = list(await self.session.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, rows[-1].id if more else None)
+
+
+def _in_range(
+    query: Select[MarketData], instrument_id: int, start: datetime, end: datetime
+) -> Select[MarketData]:
+    if end <= start:
+        raise ValidationError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
+    return query.where(
+        MarketData.instrument_id == instrument_id,
+        MarketData.timestamp >= start,
+        MarketData.timestamp < end,
+    )

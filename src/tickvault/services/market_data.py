@@ -1,0 +1,155 @@
+"""Ingestion: single ticks and validated bulk loads that never half-write a batch.
+
+::
+
+    service = MarketDataService(session_factory)
+    tick = await service.insert_market_data({"symbol": "AAPL", "timestamp": now, "price": 189.2})
+    report = await service.ingest(rows, batch_size=10_000)   # any iterable or async iterable
+    report.accepted, report.rejected, report.rejections[0].reason
+
+A bad row never stops the good ones: it is refused with its position (0-based, in input
+order) and reason. Each batch is written atomically (COPY on PostgreSQL, one executemany
+transaction on SQLite); a batch the database refuses leaves none of its rows, and the
+report lists it. Memory stays flat whatever the input's length.
+"""
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tickvault.database.bulk import TickRecord, write_ticks
+from tickvault.errors import ValidationError
+from tickvault.models import Instrument, MarketData
+from tickvault.services.validation import PRICE_FIELDS, RowError, TickValidator
+
+DEFAULT_BATCH_SIZE = 10_000
+MAX_REJECTIONS_KEPT = 10_000
+
+
+@dataclass(frozen=True)
+class Rejection:
+    position: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchFailure:
+    first_position: int
+    last_position: int
+    rows: int
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    accepted: int = 0
+    rejected: int = 0
+    batches: int = 0
+    rejections: list[Rejection] = field(default_factory=list)  # the first 10,000
+    failed_batches: list[BatchFailure] = field(default_factory=list)
+
+    @property
+    def rows_seen(self) -> int:
+        return self.accepted + self.rejected
+
+
+class MarketDataService:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self.session_factory = session_factory
+        engine = session_factory.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("MarketDataService needs a session factory bound to an AsyncEngine")
+        self.engine: AsyncEngine = engine
+
+    async def insert_market_data(self, data: Mapping[str, Any]) -> MarketData:
+        """Validate and store one tick; returns it with its id."""
+        async with self.session_factory.begin() as session:
+            validate = await self._validator(session)
+            try:
+                record = validate(data)
+            except RowError as exc:
+                raise ValidationError(str(exc)) from exc
+            tick = MarketData(
+                instrument_id=record[0],
+                timestamp=record[1],
+                **dict(zip(PRICE_FIELDS, record[2:8], strict=True)),
+                volume=record[8],
+            )
+            session.add(tick)
+        return tick
+
+    async def ingest(
+        self,
+        rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> IngestReport:
+        """Validate and store ``rows`` in batches of ``batch_size``."""
+        if not 1 <= batch_size <= 1_000_000:
+            raise ValidationError(f"batch_size must be between 1 and 1,000,000, got {batch_size}")
+        async with self.session_factory() as session:
+            validate = await self._validator(session)
+        report = IngestReport()
+        batch: list[TickRecord] = []
+        first_position = 0
+        position = -1
+        async for position, row in _enumerate(rows):
+            try:
+                batch.append(validate(row))
+            except RowError as exc:
+                self._reject(report, position, str(exc))
+                continue
+            if len(batch) == 1:
+                first_position = position
+            if len(batch) >= batch_size:
+                await self._write(report, batch, first_position, position)
+                batch = []
+        if batch:
+            await self._write(report, batch, first_position, position)
+        return report
+
+    async def _validator(self, session: AsyncSession) -> TickValidator:
+        rows = (
+            await session.execute(select(Instrument.id, Instrument.symbol, Instrument.is_active))
+        ).all()
+        return TickValidator(
+            instruments={id_: active for id_, _, active in rows},
+            symbols={symbol: id_ for id_, symbol, _ in rows},
+        )
+
+    async def _write(
+        self, report: IngestReport, batch: list[TickRecord], first: int, last: int
+    ) -> None:
+        report.batches += 1
+        try:
+            await write_ticks(self.engine, batch)
+        except (DBAPIError, asyncpg.PostgresError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            report.failed_batches.append(BatchFailure(first, last, len(batch), reason))
+            report.rejected += len(batch)
+            return
+        report.accepted += len(batch)
+
+    @staticmethod
+    def _reject(report: IngestReport, position: int, reason: str) -> None:
+        report.rejected += 1
+        if len(report.rejections) < MAX_REJECTIONS_KEPT:
+            report.rejections.append(Rejection(position, reason))
+
+
+async def _enumerate(
+    rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+) -> AsyncIterator[tuple[int, Mapping[str, Any]]]:
+    if isinstance(rows, AsyncIterable):
+        position = 0
+        async for row in rows:
+            yield position, row
+            position += 1
+    else:
+        for position, row in enumerate(rows):
+            yield position, row

@@ -1,0 +1,105 @@
+"""Checks on one incoming tick: what makes a row storable, with the reason when it is not."""
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from tickvault.database.bulk import TickRecord
+
+PRICE_LIMIT = 99_999_999.9999
+PRICE_FIELDS = ("price", "bid", "ask", "open_price", "high_price", "low_price")
+MAX_VOLUME = 2**63 - 1
+
+
+class RowError(ValueError):
+    """Why one row was refused."""
+
+
+class TickValidator:
+    """Turns an input mapping into a ``TickRecord``, or raises ``RowError`` with the reason.
+
+    ``instruments`` maps instrument id -> is_active; ``symbols`` maps symbol -> id.
+    """
+
+    def __init__(self, instruments: Mapping[int, bool], symbols: Mapping[str, int]) -> None:
+        self.instruments = instruments
+        self.symbols = symbols
+
+    def __call__(self, row: Mapping[str, Any]) -> TickRecord:
+        instrument_id = self._instrument(row)
+        timestamp = _timestamp(row.get("timestamp"))
+        prices = [_price(name, row.get(name)) for name in PRICE_FIELDS]
+        high, low = prices[4], prices[5]
+        if high is not None and low is not None and high < low:
+            raise RowError(f"high_price {high} is below low_price {low}")
+        return (instrument_id, timestamp, *prices, _volume(row.get("volume")))  # type: ignore[return-value]
+
+    def _instrument(self, row: Mapping[str, Any]) -> int:
+        raw_id, symbol = row.get("instrument_id"), row.get("symbol")
+        if raw_id in (None, ""):
+            if symbol in (None, ""):
+                raise RowError("no instrument: give instrument_id or symbol")
+            if symbol not in self.symbols:
+                raise RowError(f"unknown instrument symbol {symbol!r}")
+            instrument_id = self.symbols[symbol]
+        else:
+            try:
+                instrument_id = int(raw_id)
+            except (TypeError, ValueError):
+                raise RowError(f"instrument_id {raw_id!r} is not an integer") from None
+        active = self.instruments.get(instrument_id)
+        if active is None:
+            raise RowError(f"unknown instrument {instrument_id}")
+        if not active:
+            raise RowError(f"instrument {instrument_id} is inactive")
+        return instrument_id
+
+
+def _timestamp(value: Any) -> datetime:
+    if value in (None, ""):
+        raise RowError("timestamp is missing")
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise RowError(f"timestamp {value!r} is not an ISO 8601 date and time") from None
+    if not isinstance(value, datetime):
+        raise RowError(f"timestamp {value!r} is not a date and time")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise RowError(f"timestamp {value.isoformat()} has no time zone")
+    return value
+
+
+def _price(name: str, value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise RowError(f"{name} {value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RowError(f"{name} {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise RowError(f"{name} {value!r} is not finite")
+    if abs(number) > PRICE_LIMIT:
+        raise RowError(f"{name} {number} is outside ±99,999,999.9999")
+    return number
+
+
+def _volume(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise RowError(f"volume {value!r} is not a whole number")
+    try:
+        number = int(value) if not isinstance(value, float) or value.is_integer() else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None:
+        raise RowError(f"volume {value!r} is not a whole number")
+    if number < 0:
+        raise RowError(f"volume {number} is negative")
+    if number > MAX_VOLUME:
+        raise RowError(f"volume {number} is too large")
+    return number
