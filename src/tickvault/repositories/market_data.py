@@ -134,7 +134,7 @@ class MarketDataRepository:
         await self.session.flush()
         return tick
 
-    async def list_deleted(
+    async def find_deleted(
         self, *, instrument_id: int | None = None, limit: int = 100, after_id: int | None = None
     ) -> Page[MarketData, int]:
         query = select(MarketData).where(MarketData.is_deleted).order_by(MarketData.id)
