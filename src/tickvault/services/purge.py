@@ -1,0 +1,74 @@
+"""Purge: the one place tickvault hard-deletes, and only rows soft-deleted long enough ago.
+
+::
+
+    report = await purge_soft_deleted(session_factory, older_than=timedelta(days=30))
+    report.deleted   # {"alert_logs": 120, "market_data": 4031}
+
+Only market_data and alert_logs are soft-deleted, and nothing refers to their rows, so their
+RESTRICT foreign keys never block a purge (instruments and rules are deactivated, never
+purged). Rows go in batches, each its own short transaction, so a large purge never holds a
+lock for long; ``dry_run=True`` only counts.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tickvault.database.session import INCLUDE_DELETED
+from tickvault.database.types import utcnow
+from tickvault.errors import ValidationError
+from tickvault.models import AlertLog, MarketData
+
+PURGEABLE = (AlertLog, MarketData)
+
+
+@dataclass
+class PurgeReport:
+    cutoff: datetime
+    dry_run: bool
+    deleted: dict[str, int] = field(default_factory=dict)  # would be deleted, on a dry run
+
+
+async def purge_soft_deleted(
+    session_factory: async_sessionmaker[AsyncSession],
+    *,
+    older_than: timedelta,
+    dry_run: bool = False,
+    batch_size: int = 10_000,
+) -> PurgeReport:
+    """Hard-delete rows soft-deleted before ``now - older_than``."""
+    if older_than < timedelta(0):
+        raise ValidationError(f"older_than must not be negative, got {older_than}")
+    if not 1 <= batch_size <= 1_000_000:
+        raise ValidationError(f"batch_size must be between 1 and 1,000,000, got {batch_size}")
+    report = PurgeReport(cutoff=utcnow() - older_than, dry_run=dry_run)
+    for model in PURGEABLE:
+        expired = model.deleted_at < report.cutoff
+        if dry_run:
+            async with session_factory() as session:
+                count = await session.scalar(
+                    select(func.count())
+                    .select_from(model)
+                    .where(expired)
+                    .execution_options(**{INCLUDE_DELETED: True})
+                )
+            report.deleted[model.__tablename__] = int(count or 0)
+            continue
+        total = 0
+        while True:
+            async with session_factory.begin() as session:
+                ids = select(model.id).where(expired).order_by(model.id).limit(batch_size)
+                result = await session.execute(
+                    delete(model)
+                    .where(model.id.in_(ids.scalar_subquery()))
+                    .execution_options(synchronize_session=False, **{INCLUDE_DELETED: True})
+                )
+            deleted = int(result.rowcount)  # type: ignore[attr-defined]
+            total += deleted
+            if deleted < batch_size:
+                break
+        report.deleted[model.__tablename__] = total
+    return report
