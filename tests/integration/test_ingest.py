@@ -21,25 +21,35 @@ Sessions = async_sessionmaker[AsyncSession]
 @pytest.fixture
 async def service(session_factory: Sessions) -> MarketDataService:
     async with session_factory.begin() as session:
-        session.add_all([
-            Instrument(symbol="AAPL", name="Apple"),
-            Instrument(symbol="MSFT", name="Microsoft"),
-            Instrument(symbol="DEAD", name="Delisted", is_active=False),
-        ])
+        session.add_all(
+            [
+                Instrument(symbol="AAPL", name="Apple"),
+                Instrument(symbol="MSFT", name="Microsoft"),
+                Instrument(symbol="DEAD", name="Delisted", is_active=False),
+            ]
+        )
     return MarketDataService(session_factory)
 
 
 async def _stored(sessions: Sessions) -> list[tuple[Any, ...]]:
     async with sessions() as session:
         rows = await session.execute(
-            select(MarketData.instrument_id, MarketData.timestamp, MarketData.price,
-                   MarketData.volume).order_by(MarketData.id))
+            select(
+                MarketData.instrument_id, MarketData.timestamp, MarketData.price, MarketData.volume
+            ).order_by(MarketData.id)
+        )
         return [tuple(r) for r in rows]
 
 
 def _good(i: int) -> dict[str, Any]:
-    return {"symbol": "AAPL" if i % 2 else "MSFT", "timestamp": T0 + timedelta(seconds=i),
-            "price": 100 + i / 100, "bid": 99.99, "ask": 100.01, "volume": i}
+    return {
+        "symbol": "AAPL" if i % 2 else "MSFT",
+        "timestamp": T0 + timedelta(seconds=i),
+        "price": 100 + i / 100,
+        "bid": 99.99,
+        "ask": 100.01,
+        "volume": i,
+    }
 
 
 BAD_ROWS = [
@@ -55,8 +65,10 @@ BAD_ROWS = [
     ({"symbol": "AAPL", "timestamp": T0, "bid": float("inf")}, "bid inf is not finite"),
     ({"symbol": "AAPL", "timestamp": T0, "ask": float("nan")}, "ask nan is not finite"),
     ({"symbol": "AAPL", "timestamp": T0, "price": 100_000_000}, "outside ±99,999,999.9999"),
-    ({"symbol": "AAPL", "timestamp": T0, "high_price": 1, "low_price": 2},
-     "high_price 1.0 is below low_price 2.0"),
+    (
+        {"symbol": "AAPL", "timestamp": T0, "high_price": 1, "low_price": 2},
+        "high_price 1.0 is below low_price 2.0",
+    ),
     ({"symbol": "AAPL", "timestamp": T0, "volume": -5}, "volume -5 is negative"),
     ({"symbol": "AAPL", "timestamp": T0, "volume": 1.5}, "volume 1.5 is not a whole number"),
 ]
@@ -85,7 +97,8 @@ async def test_bad_rows_are_refused_with_position_and_reason_and_good_rows_store
     stored = await _stored(session_factory)
     good = [_good(i) for i in range(60) if i not in dict(expected_rejections)]
     assert [(r[1], r[2], r[3]) for r in stored] == [
-        (g["timestamp"], g["price"], g["volume"]) for g in good]
+        (g["timestamp"], g["price"], g["volume"]) for g in good
+    ]
 
 
 async def test_ingest_takes_async_iterables_and_strings_from_files(
@@ -93,8 +106,13 @@ async def test_ingest_takes_async_iterables_and_strings_from_files(
 ) -> None:
     async def feed() -> AsyncIterator[dict[str, Any]]:
         for i in range(25):
-            yield {"instrument_id": "1", "timestamp": (T0 + timedelta(seconds=i)).isoformat(),
-                   "price": f"{100 + i}.25", "volume": str(i), "bid": ""}
+            yield {
+                "instrument_id": "1",
+                "timestamp": (T0 + timedelta(seconds=i)).isoformat(),
+                "price": f"{100 + i}.25",
+                "volume": str(i),
+                "bid": "",
+            }
 
     report = await service.ingest(feed(), batch_size=10)
 
@@ -117,7 +135,8 @@ async def test_a_batch_the_database_refuses_leaves_none_of_its_rows(
                 # Another process removes the instrument after validation knew it.
                 async with engine.begin() as connection:
                     await connection.execute(
-                        text("DELETE FROM instruments WHERE id = :id"), {"id": gone_id})
+                        text("DELETE FROM instruments WHERE id = :id"), {"id": gone_id}
+                    )
             symbol = "GONE" if i == 15 else "AAPL"
             yield {"symbol": symbol, "timestamp": T0 + timedelta(seconds=i), "price": 1.0 + i}
 
@@ -135,7 +154,8 @@ async def test_insert_market_data_validates_and_returns_the_stored_tick(
     service: MarketDataService, session_factory: Sessions
 ) -> None:
     tick = await service.insert_market_data(
-        {"symbol": "MSFT", "timestamp": T0, "price": 410.5, "volume": 300})
+        {"symbol": "MSFT", "timestamp": T0, "price": 410.5, "volume": 300}
+    )
     assert tick.id is not None
     assert (tick.instrument_id, tick.price, tick.timestamp) == (2, 410.5, T0)
 
@@ -157,8 +177,11 @@ async def test_the_monitor_sees_every_ingested_row_once(
     finally:
         monitor.uninstrument()
     assert metrics.by_table["market_data"]
-    inserted = sum(entry["rows"] for kind, entry in metrics.by_table["market_data"].items()
-                   if kind in ("INSERT", "COPY"))
+    inserted = sum(
+        entry["rows"]
+        for kind, entry in metrics.by_table["market_data"].items()
+        if kind in ("INSERT", "COPY")
+    )
     assert inserted == 2500
     expected_kind = "COPY" if engine.dialect.name == "postgresql" else "INSERT"
     assert metrics.by_table["market_data"][expected_kind]["count"] == 3

@@ -21,13 +21,17 @@ T0 = datetime(2024, 3, 4, 14, 0, tzinfo=UTC)
 Sessions = async_sessionmaker[AsyncSession]
 
 ticks_strategy = st.lists(
-    st.fixed_dictionaries({
-        "instrument_id": st.integers(1, 3),
-        "timestamp": st.integers(0, 600_000_000).map(lambda us: T0 + timedelta(microseconds=us)),
-        "price": st.one_of(st.none(), st.integers(1, 10**8).map(lambda p: p / 10_000)),
-        "volume": st.one_of(st.none(), st.integers(0, 10**6)),
-        "deleted": st.booleans(),
-    }),
+    st.fixed_dictionaries(
+        {
+            "instrument_id": st.integers(1, 3),
+            "timestamp": st.integers(0, 600_000_000).map(
+                lambda us: T0 + timedelta(microseconds=us)
+            ),
+            "price": st.one_of(st.none(), st.integers(1, 10**8).map(lambda p: p / 10_000)),
+            "volume": st.one_of(st.none(), st.integers(0, 10**6)),
+            "deleted": st.booleans(),
+        }
+    ),
     max_size=60,
 )
 
@@ -38,14 +42,18 @@ async def _load(url: str, ticks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         async with engine.begin() as connection:
             await connection.execute(text("DELETE FROM market_data"))
             await connection.execute(text("DELETE FROM instruments"))
-            await connection.execute(insert(Instrument), [
-                {"id": i, "symbol": f"S{i}", "name": f"S{i}"} for i in (1, 2, 3)])
+            await connection.execute(
+                insert(Instrument),
+                [{"id": i, "symbol": f"S{i}", "name": f"S{i}"} for i in (1, 2, 3)],
+            )
         stored = []
         async with create_session_factory(engine).begin() as session:
             for tick in ticks:
                 row = MarketData(
-                    instrument_id=tick["instrument_id"], timestamp=tick["timestamp"],
-                    price=tick["price"], volume=tick["volume"],
+                    instrument_id=tick["instrument_id"],
+                    timestamp=tick["timestamp"],
+                    price=tick["price"],
+                    volume=tick["volume"],
                     deleted_at=T0 if tick["deleted"] else None,
                 )
                 session.add(row)
@@ -76,12 +84,24 @@ def _expected_bars(ticks: list[dict[str, Any]], instrument_id: int, seconds: int
         volumes = [t["volume"] for t in group if t["volume"] is not None]
         traded = sum(volumes)
         weighted = sum(t["price"] * t["volume"] for t in group if t["volume"] is not None)
-        bars.append((start, prices[0], max(prices), min(prices), prices[-1], traded,
-                     round(weighted / traded, 6) if traded else None, len(group)))
+        bars.append(
+            (
+                start,
+                prices[0],
+                max(prices),
+                min(prices),
+                prices[-1],
+                traded,
+                round(weighted / traded, 6) if traded else None,
+                len(group),
+            )
+        )
     return bars
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ticks=ticks_strategy)
 def test_latest_range_and_bars_match_python(head_url: str, ticks: list[dict[str, Any]]) -> None:
     stored = asyncio.run(_load(head_url, ticks))
@@ -107,23 +127,42 @@ def test_latest_range_and_bars_match_python(head_url: str, ticks: list[dict[str,
                 return ids
             cursor = page.next_cursor
 
-    expected_range = [t["id"] for t in sorted(live, key=order)
-                      if t["instrument_id"] == 1 and start <= t["timestamp"] < end]
+    expected_range = [
+        t["id"]
+        for t in sorted(live, key=order)
+        if t["instrument_id"] == 1 and start <= t["timestamp"] < end
+    ]
     assert asyncio.run(_read(head_url, all_pages)) == expected_range
 
     for interval, seconds in (("1m", 60), ("5m", 300)):
-        bars = asyncio.run(_read(
-            head_url, lambda r, i=interval: r.ohlcv(1, i, T0, T0 + timedelta(minutes=11))))
-        got = [(int(b.start.timestamp()), b.open, b.high, b.low, b.close, b.volume,
-                round(b.vwap, 6) if b.vwap is not None else None, b.ticks) for b in bars]
+        bars = asyncio.run(
+            _read(head_url, lambda r, i=interval: r.ohlcv(1, i, T0, T0 + timedelta(minutes=11)))
+        )
+        got = [
+            (
+                int(b.start.timestamp()),
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume,
+                round(b.vwap, 6) if b.vwap is not None else None,
+                b.ticks,
+            )
+            for b in bars
+        ]
         assert got == _expected_bars(stored, 1, seconds)
 
 
 async def _instrument_with_ticks(sessions: Sessions) -> list[int]:
     async with sessions.begin() as session:
         aapl = Instrument(symbol="AAPL", name="Apple")
-        ticks = [MarketData(instrument=aapl, timestamp=T0 + timedelta(seconds=i), price=190.0 + i,
-                            volume=100) for i in range(4)]
+        ticks = [
+            MarketData(
+                instrument=aapl, timestamp=T0 + timedelta(seconds=i), price=190.0 + i, volume=100
+            )
+            for i in range(4)
+        ]
         session.add_all([aapl, *ticks])
     return [t.id for t in ticks]
 

@@ -23,18 +23,28 @@ async def _seed(sessions: Sessions) -> None:
         rule = AlertRule(name="r", instrument=instrument, condition="price_above", threshold=1)
         ages = [None] * 5 + [now - timedelta(days=10)] * 4 + [now - timedelta(days=40)] * 7
         session.add_all(
-            MarketData(instrument=instrument, timestamp=T0 + timedelta(seconds=i), price=1.0,
-                       deleted_at=age) for i, age in enumerate(ages))
+            MarketData(
+                instrument=instrument,
+                timestamp=T0 + timedelta(seconds=i),
+                price=1.0,
+                deleted_at=age,
+            )
+            for i, age in enumerate(ages)
+        )
         session.add_all(
-            AlertLog(rule=rule, instrument=instrument, timestamp=T0, fired_status="fired",
-                     deleted_at=age) for age in ages[::2])
+            AlertLog(
+                rule=rule, instrument=instrument, timestamp=T0, fired_status="fired", deleted_at=age
+            )
+            for age in ages[::2]
+        )
 
 
 async def _counts(sessions: Sessions) -> dict[str, int]:
     async with sessions() as session:
         return {
             model.__tablename__: await session.scalar(
-                select(func.count()).select_from(model).execution_options(include_deleted=True))
+                select(func.count()).select_from(model).execution_options(include_deleted=True)
+            )
             for model in (Instrument, AlertRule, MarketData, AlertLog)
         }
 
@@ -49,21 +59,28 @@ async def test_dry_run_counts_and_purge_deletes_only_expired_rows(
     assert dry.deleted == {"alert_logs": 3, "market_data": 7}
     assert await _counts(session_factory) == before
 
-    done = await purge_soft_deleted(
-        session_factory, older_than=timedelta(days=30), batch_size=3)
+    done = await purge_soft_deleted(session_factory, older_than=timedelta(days=30), batch_size=3)
     assert done.deleted == {"alert_logs": 3, "market_data": 7}
     after = await _counts(session_factory)
-    assert after == {**before, "market_data": before["market_data"] - 7,
-                     "alert_logs": before["alert_logs"] - 3}
+    assert after == {
+        **before,
+        "market_data": before["market_data"] - 7,
+        "alert_logs": before["alert_logs"] - 3,
+    }
 
     # Rows soft-deleted 10 days ago are still there, and can be restored.
     async with session_factory() as session:
         recent = await session.scalar(
-            select(func.count()).select_from(MarketData).where(MarketData.is_deleted)
-            .execution_options(include_deleted=True))
+            select(func.count())
+            .select_from(MarketData)
+            .where(MarketData.is_deleted)
+            .execution_options(include_deleted=True)
+        )
     assert recent == 4
     assert (await purge_soft_deleted(session_factory, older_than=timedelta(days=30))).deleted == {
-        "alert_logs": 0, "market_data": 0}
+        "alert_logs": 0,
+        "market_data": 0,
+    }
 
 
 async def test_a_zero_retention_purges_every_soft_deleted_row(session_factory: Sessions) -> None:

@@ -15,6 +15,7 @@ report lists it. Memory stays flat whatever the input's length.
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tickvault.database.bulk import TickRecord, write_ticks
 from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
+from tickvault.services.alerts import AlertService
 from tickvault.services.validation import PRICE_FIELDS, RowError, TickValidator
 
 DEFAULT_BATCH_SIZE = 10_000
@@ -50,6 +52,7 @@ class IngestReport:
     accepted: int = 0
     rejected: int = 0
     batches: int = 0
+    alerts: int = 0  # alert log rows written (fired, suppressed, cleared)
     rejections: list[Rejection] = field(default_factory=list)  # the first 10,000
     failed_batches: list[BatchFailure] = field(default_factory=list)
 
@@ -59,8 +62,16 @@ class IngestReport:
 
 
 class MarketDataService:
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    """``alerts``: an ``AlertService`` to run on every stored batch (optional)."""
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        *,
+        alerts: AlertService | None = None,
+    ) -> None:
         self.session_factory = session_factory
+        self.alerts = alerts
         engine = session_factory.kw.get("bind")
         if not isinstance(engine, AsyncEngine):
             raise TypeError("MarketDataService needs a session factory bound to an AsyncEngine")
@@ -81,6 +92,8 @@ class MarketDataService:
                 volume=record[8],
             )
             session.add(tick)
+        if self.alerts is not None:
+            await self.alerts.evaluate([record])
         return tick
 
     async def ingest(
@@ -134,12 +147,18 @@ class MarketDataService:
             report.rejected += len(batch)
             return
         report.accepted += len(batch)
+        if self.alerts is not None:
+            report.alerts += len(await self.alerts.evaluate(sorted(batch, key=_timestamp_of)))
 
     @staticmethod
     def _reject(report: IngestReport, position: int, reason: str) -> None:
         report.rejected += 1
         if len(report.rejections) < MAX_REJECTIONS_KEPT:
             report.rejections.append(Rejection(position, reason))
+
+
+def _timestamp_of(record: TickRecord) -> datetime:
+    return record[1]
 
 
 async def _enumerate(
