@@ -100,7 +100,8 @@ async def test_every_kind_of_rule_fires_suppresses_and_clears(
     assert got == EXPECTED
     for log in logs:
         assert log.threshold_value == float(dict((c, t) for c, t, _ in RULES)[rules[log.rule_id]])
-        assert log.evaluation_time_ms is not None and log.evaluation_time_ms >= 0
+        assert log.evaluation_time_ms is not None
+        assert log.evaluation_time_ms >= 0
         assert log.delivery_status == "pending"
 
 
