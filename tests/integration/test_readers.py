@@ -1,0 +1,105 @@
+"""CSV and Parquet files through the readers into ingest, on both engines."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tickvault.errors import ValidationError
+from tickvault.models import Instrument, MarketData
+from tickvault.services.market_data import MarketDataService
+from tickvault.services.readers import read_csv, read_parquet, read_ticks
+
+Sessions = async_sessionmaker[AsyncSession]
+T0 = datetime(2024, 8, 1, 9, 0, tzinfo=UTC)
+
+CSV = """symbol,timestamp,price,bid,ask,volume,venue
+AAPL,2024-08-01T09:00:00Z,218.5,218.4,218.6,100,XNAS
+AAPL,2024-08-01T09:00:01.250000+00:00,218.75,,,,XNAS
+AAPL,2024-08-01T09:00:02,218.0,,,5,XNAS
+NOPE,2024-08-01T09:00:03Z,1,,,1,XNAS
+AAPL,2024-08-01T09:00:04Z,abc,,,1,XNAS
+"""
+
+
+@pytest.fixture
+async def service(session_factory: Sessions) -> MarketDataService:
+    async with session_factory.begin() as session:
+        session.add(Instrument(symbol="AAPL", name="Apple"))
+    return MarketDataService(session_factory)
+
+
+async def _count(sessions: Sessions) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(MarketData)) or 0)
+
+
+async def test_a_csv_file_with_bad_rows(
+    service: MarketDataService, session_factory: Sessions, tmp_path: Path
+) -> None:
+    path = tmp_path / "ticks.csv"
+    path.write_text(CSV)
+
+    report = await service.ingest(read_ticks(path))
+
+    assert (report.accepted, report.rejected) == (2, 3)
+    assert [(r.position, r.reason.split(" ")[0]) for r in report.rejections] == [
+        (2, "timestamp"),
+        (3, "unknown"),
+        (4, "price"),
+    ]
+    assert await _count(session_factory) == 2
+
+    again = await service.ingest(read_csv(path))  # the same file again appends again
+    assert again.accepted == 2
+    assert await _count(session_factory) == 4
+
+
+async def test_a_parquet_file_with_its_own_column_names(
+    service: MarketDataService, session_factory: Sessions, tmp_path: Path
+) -> None:
+    path = tmp_path / "ticks.parquet"
+    table = pa.table(
+        {
+            "sym": ["AAPL"] * 1000,
+            "ts": pa.array(
+                [T0 + timedelta(milliseconds=i) for i in range(1000)],
+                type=pa.timestamp("us", tz="UTC"),
+            ),
+            "last": [200 + i / 1000 for i in range(1000)],
+            "volume": list(range(1000)),
+        }
+    )
+    pq.write_table(table, path, row_group_size=128)
+
+    report = await service.ingest(
+        read_parquet(path, columns={"sym": "symbol", "ts": "timestamp", "last": "price"}),
+        batch_size=300,
+    )
+
+    assert (report.accepted, report.rejected, report.batches) == (1000, 0, 4)
+    async with session_factory() as session:
+        last = await session.scalar(select(MarketData).order_by(MarketData.timestamp.desc()))
+    assert last is not None
+    assert (last.timestamp, last.price, last.volume) == (
+        T0 + timedelta(milliseconds=999),
+        200.999,
+        999,
+    )
+
+
+def test_files_without_the_needed_columns_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "prices.csv"
+    path.write_text("when,price\n2024-01-01T00:00:00Z,1\n")
+    with pytest.raises(ValidationError, match="missing column symbol or instrument_id, timestamp"):
+        next(read_csv(path))
+    with pytest.raises(ValidationError, match=r"expected a \.csv or \.parquet file"):
+        read_ticks(tmp_path / "prices.xlsx")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValidationError, match="empty file"):
+        next(read_csv(empty))
