@@ -1,12 +1,15 @@
 """What the performance monitor costs: inserts with and without it, side by side.
 
-On each engine, into the head schema's market_data: N single-row inserts (each its own
-transaction, as a tick feed writes them) and M rows bulk-inserted (executemany, batches of
-10,000, one transaction each), once with the monitor attached to the engine and once
-without, alternating which goes first; the median of the repeats is reported, and the
-overhead (with / without - 1).
+On each engine, two engines on the same throwaway database, one with the monitor attached
+and one without, take turns block by block writing into the head schema's market_data:
 
-    python benchmarks/monitor_overhead.py --single 100000 --bulk 1000000 --repeat 3 \
+- single: one-row INSERT + COMMIT (as a tick feed writes), blocks of 1,000;
+- bulk: executemany of 10,000 rows per transaction, blocks of 50,000 rows.
+
+Alternating blocks cancel the machine's drift (other load, the table growing); the median
+block rate of each side is reported, and the overhead (off / on - 1).
+
+    python benchmarks/monitor_overhead.py --single 100000 --bulk 1000000 \
         --postgres-url postgresql://postgres@127.0.0.1/test
 """
 
@@ -14,7 +17,6 @@ import argparse
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -26,66 +28,69 @@ from tickvault.models import MarketData
 from tickvault.services import schema
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 
-BATCH = 10_000
 START = datetime(2024, 1, 2, tzinfo=UTC)
 INSERT = sa.insert(MarketData.__table__)
+SINGLE_BLOCK = 1_000
+BULK_BATCH = 10_000
+BULK_BLOCK = 50_000
 
 
-def _row(i: int) -> dict[str, object]:
-    return {
-        "instrument_id": 1 + i % 10,
-        "timestamp": START + timedelta(microseconds=i),
-        "price": 100 + (i % 997) / 100,
-        "volume": i % 1000,
-    }
+def _rows(start: int, n: int) -> list[dict[str, object]]:
+    return [
+        {
+            "instrument_id": 1 + i % 10,
+            "timestamp": START + timedelta(microseconds=i),
+            "price": 100 + (i % 997) / 100,
+            "volume": i % 1000,
+        }
+        for i in range(start, start + n)
+    ]
 
 
-async def _reset(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(sa.text("DELETE FROM market_data"))
-        await connection.execute(sa.text("DELETE FROM instruments"))
-        await connection.execute(
-            sa.text(
-                "INSERT INTO instruments (id, symbol, name) VALUES "
-                + ", ".join(f"({i}, 'S{i}', 'S{i}')" for i in range(1, 11))
-            )
-        )
-
-
-async def single_inserts(engine: AsyncEngine, n: int) -> float:
+async def single_block(engine: AsyncEngine, start: int) -> float:
+    rows = _rows(start, SINGLE_BLOCK)
     async with engine.connect() as connection:
-        started = time.perf_counter()
-        for i in range(n):
-            await connection.execute(INSERT, _row(i))
+        began = time.perf_counter()
+        for row in rows:
+            await connection.execute(INSERT, row)
             await connection.commit()
-        return n / (time.perf_counter() - started)
+        return SINGLE_BLOCK / (time.perf_counter() - began)
 
 
-async def bulk_insert(engine: AsyncEngine, n: int) -> float:
-    rows = [_row(i) for i in range(n)]
-    started = time.perf_counter()
-    for offset in range(0, n, BATCH):
+async def bulk_block(engine: AsyncEngine, start: int) -> float:
+    rows = _rows(start, BULK_BLOCK)
+    began = time.perf_counter()
+    for offset in range(0, BULK_BLOCK, BULK_BATCH):
         async with engine.begin() as connection:
-            await connection.execute(INSERT, rows[offset : offset + BATCH])
-    return n / (time.perf_counter() - started)
+            await connection.execute(INSERT, rows[offset : offset + BULK_BATCH])
+    return BULK_BLOCK / (time.perf_counter() - began)
 
 
-async def measure(
-    url: str, workload: Callable[[AsyncEngine, int], object], n: int, monitored: bool
-) -> float:
-    engine = create_engine(url)
-    monitor = DatabasePerformanceMonitor(engine) if monitored else None
+async def compare(url: str, label: str, total_rows: int) -> tuple[float, float]:
+    plain, measured = create_engine(url), create_engine(url)
+    monitor = DatabasePerformanceMonitor(measured)
+    block, rows_per_block = (
+        (single_block, SINGLE_BLOCK) if label == "single" else (bulk_block, BULK_BLOCK)
+    )
+    rates: dict[bool, list[float]] = {False: [], True: []}
     try:
-        await _reset(engine)
-        rate = await workload(engine, n)  # type: ignore[misc]
-        if monitor is not None:
-            metrics = await monitor.collect_metrics()
-            assert metrics.total_rows_inserted >= n, "the monitor missed rows"
-        return float(rate)
+        async with plain.begin() as connection:
+            await connection.execute(sa.text("DELETE FROM market_data"))
+        position = 0
+        for i in range(max(1, total_rows // rows_per_block)):
+            order = (False, True) if i % 2 == 0 else (True, False)
+            for monitored in order:
+                rate = await block(measured if monitored else plain, position)
+                rates[monitored].append(rate)
+                position += rows_per_block
+        metrics = await monitor.collect_metrics()
+        seen = metrics.by_table["market_data"]["INSERT"]["rows"]
+        assert seen == total_rows // rows_per_block * rows_per_block, "the monitor missed rows"
     finally:
-        if monitor is not None:
-            monitor.uninstrument()
-        await engine.dispose()
+        monitor.uninstrument()
+        await plain.dispose()
+        await measured.dispose()
+    return statistics.median(rates[False]), statistics.median(rates[True])
 
 
 def hot_path_cost_us(n: int = 200_000) -> float:
@@ -104,41 +109,44 @@ def hot_path_cost_us(n: int = 200_000) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--single", type=int, default=100_000)
-    parser.add_argument("--bulk", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--single", type=int, default=100_000, help="rows per side")
+    parser.add_argument("--bulk", type=int, default=1_000_000, help="rows per side")
     parser.add_argument("--postgres-url")
     args = parser.parse_args()
     engines = ["sqlite"] + (["postgresql"] if args.postgres_url else [])
-    results: dict[tuple[str, str, bool], list[float]] = {}
+    results = []
     for engine_name in engines:
         with throwaway_database(engine_name, args.postgres_url) as url:
             schema.upgrade(url)
-            for label, workload, n in (
-                ("single", single_inserts, args.single),
-                ("bulk", bulk_insert, args.bulk),
-            ):
-                for repeat in range(args.repeat):
-                    order = (False, True) if repeat % 2 == 0 else (True, False)
-                    for monitored in order:
-                        rate = asyncio.run(measure(url, workload, n, monitored))
-                        results.setdefault((engine_name, label, monitored), []).append(rate)
-                        state = "on " if monitored else "off"
-                        print(
-                            f"{engine_name:<10} {label:<6} monitor={state} {rate:>10,.0f} rows/s",
-                            flush=True,
+
+            async def seed(url: str = url) -> None:
+                engine = create_engine(url)
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        sa.text(
+                            "INSERT INTO instruments (id, symbol, name) VALUES "
+                            + ", ".join(f"({i}, 'S{i}', 'S{i}')" for i in range(1, 11))
                         )
+                    )
+                await engine.dispose()
+
+            asyncio.run(seed())
+            for label, rows in (("single", args.single), ("bulk", args.bulk)):
+                off, on = asyncio.run(compare(url, label, rows))
+                results.append((engine_name, label, rows, off, on))
+                print(
+                    f"{engine_name:<11}{label:<7} off {off:>10,.0f}  on {on:>10,.0f} rows/s",
+                    flush=True,
+                )
     print(f"\nthe monitor's own work per statement: {hot_path_cost_us():.2f} µs")
+    print("median block rate per side; rows per side as given")
     print(
-        f"median of {args.repeat}; single = {args.single:,} one-row transactions, "
-        f"bulk = {args.bulk:,} rows in batches of {BATCH:,}"
+        f"{'engine':<11}{'path':<7}{'rows':>10}{'off rows/s':>12}{'on rows/s':>12}{'overhead':>10}"
     )
-    print(f"{'engine':<11}{'path':<8}{'off rows/s':>12}{'on rows/s':>12}{'overhead':>10}")
-    for engine_name in engines:
-        for label in ("single", "bulk"):
-            off = statistics.median(results[(engine_name, label, False)])
-            on = statistics.median(results[(engine_name, label, True)])
-            print(f"{engine_name:<11}{label:<8}{off:>12,.0f}{on:>12,.0f}{off / on - 1:>+10.1%}")
+    for engine_name, label, rows, off, on in results:
+        print(
+            f"{engine_name:<11}{label:<7}{rows:>10,}{off:>12,.0f}{on:>12,.0f}{off / on - 1:>+10.1%}"
+        )
 
 
 if __name__ == "__main__":
