@@ -19,15 +19,20 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select
+from sqlalchemy import insert, literal, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tickvault.database.bulk import TickRecord, write_ticks
+from tickvault.database.bulk import TICK_COLUMNS, TickRecord, write_ticks
 from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.alerts import AlertService
-from tickvault.services.validation import PRICE_FIELDS, RowError, TickValidator
+from tickvault.services.validation import (
+    RowError,
+    TickValidator,
+    instrument_key,
+    tick_values,
+)
 
 DEFAULT_BATCH_SIZE = 10_000
 MAX_REJECTIONS_KEPT = 10_000
@@ -78,23 +83,53 @@ class MarketDataService:
         self.engine: AsyncEngine = engine
 
     async def insert_market_data(self, data: Mapping[str, Any]) -> MarketData:
-        """Validate and store one tick; returns it with its id."""
+        """Validate and store one tick; returns it with its id.
+
+        One INSERT … SELECT FROM instruments: the instrument's existence and ``is_active``
+        are checked by the same statement that writes the tick, so a single tick costs the
+        same round trips as a plain ORM insert.
+        """
+        try:
+            key = instrument_key(data)
+            values = tick_values(data)
+        except RowError as exc:
+            raise ValidationError(str(exc)) from exc
+        names = TICK_COLUMNS[1:]
+        by_key = Instrument.symbol == key if isinstance(key, str) else Instrument.id == key
+        source = select(
+            Instrument.id,
+            *(
+                literal(v, MarketData.__table__.c[n].type)
+                for n, v in zip(names, values, strict=True)
+            ),
+        ).where(by_key, Instrument.is_active)
+        statement = (
+            insert(MarketData)
+            .from_select(TICK_COLUMNS, source, include_defaults=False)
+            .returning(MarketData.id, MarketData.instrument_id)
+        )
         async with self.session_factory.begin() as session:
-            validate = await self._validator(session)
-            try:
-                record = validate(data)
-            except RowError as exc:
-                raise ValidationError(str(exc)) from exc
-            tick = MarketData(
-                instrument_id=record[0],
-                timestamp=record[1],
-                **dict(zip(PRICE_FIELDS, record[2:8], strict=True)),
-                volume=record[8],
-            )
-            session.add(tick)
+            row = (await session.execute(statement)).first()
+            if row is None:
+                raise ValidationError(await self._why_not_stored(session, key))
+        tick = MarketData(
+            id=row.id, instrument_id=row.instrument_id, **dict(zip(names, values, strict=True))
+        )
         if self.alerts is not None:
-            await self.alerts.evaluate([record])
+            await self.alerts.evaluate([(row.instrument_id, *values)])
         return tick
+
+    @staticmethod
+    async def _why_not_stored(session: AsyncSession, key: int | str) -> str:
+        by_key = Instrument.symbol == key if isinstance(key, str) else Instrument.id == key
+        found = (await session.execute(select(Instrument.id).where(by_key))).scalar()
+        if found is None:
+            return (
+                f"unknown instrument symbol {key!r}"
+                if isinstance(key, str)
+                else f"unknown instrument {key}"
+            )
+        return f"instrument {found} is inactive"
 
     async def ingest(
         self,

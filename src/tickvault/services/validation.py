@@ -27,33 +27,45 @@ class TickValidator:
         self.symbols = symbols
 
     def __call__(self, row: Mapping[str, Any]) -> TickRecord:
-        instrument_id = self._instrument(row)
-        timestamp = _timestamp(row.get("timestamp"))
-        prices = [_price(name, row.get(name)) for name in PRICE_FIELDS]
-        high, low = prices[4], prices[5]
-        if high is not None and low is not None and high < low:
-            raise RowError(f"high_price {high} is below low_price {low}")
-        return (instrument_id, timestamp, *prices, _volume(row.get("volume")))  # type: ignore[return-value]
+        return (self._instrument(row), *tick_values(row))
 
     def _instrument(self, row: Mapping[str, Any]) -> int:
-        raw_id, symbol = row.get("instrument_id"), row.get("symbol")
-        if raw_id in (None, ""):
-            if symbol in (None, ""):
-                raise RowError("no instrument: give instrument_id or symbol")
-            if symbol not in self.symbols:
-                raise RowError(f"unknown instrument symbol {symbol!r}")
-            instrument_id = self.symbols[symbol]
+        key = instrument_key(row)
+        if isinstance(key, str):
+            if key not in self.symbols:
+                raise RowError(f"unknown instrument symbol {key!r}")
+            instrument_id = self.symbols[key]
         else:
-            try:
-                instrument_id = int(raw_id)
-            except (TypeError, ValueError):
-                raise RowError(f"instrument_id {raw_id!r} is not an integer") from None
+            instrument_id = key
         active = self.instruments.get(instrument_id)
         if active is None:
             raise RowError(f"unknown instrument {instrument_id}")
         if not active:
             raise RowError(f"instrument {instrument_id} is inactive")
         return instrument_id
+
+
+def instrument_key(row: Mapping[str, Any]) -> int | str:
+    """The instrument a row names: its id if given, else its symbol."""
+    raw_id, symbol = row.get("instrument_id"), row.get("symbol")
+    if raw_id in (None, ""):
+        if symbol in (None, ""):
+            raise RowError("no instrument: give instrument_id or symbol")
+        return str(symbol)
+    try:
+        return int(raw_id)
+    except (TypeError, ValueError):
+        raise RowError(f"instrument_id {raw_id!r} is not an integer") from None
+
+
+def tick_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Everything but the instrument, checked: (timestamp, 6 prices, volume)."""
+    timestamp = _timestamp(row.get("timestamp"))
+    prices = [_price(name, row.get(name)) for name in PRICE_FIELDS]
+    high, low = prices[4], prices[5]
+    if high is not None and low is not None and high < low:
+        raise RowError(f"high_price {high} is below low_price {low}")
+    return (timestamp, *prices, _volume(row.get("volume")))
 
 
 def _timestamp(value: Any) -> datetime:
