@@ -28,8 +28,11 @@ _SQLITE_INSERT = (
 
 
 def sqlite_timestamp(value: datetime) -> str:
-    """The text SQLAlchemy's SQLite DATETIME stores: naive UTC with microseconds."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """The text SQLAlchemy's SQLite DATETIME stores: naive UTC, always with microseconds
+    (``2024-01-02 09:30:00.000000``), so that stored values compare as text correctly."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 async def write_ticks(engine: AsyncEngine, records: Sequence[TickRecord]) -> None:

@@ -13,6 +13,8 @@ transaction on SQLite); a batch the database refuses leaves none of its rows, an
 report lists it. Memory stays flat whatever the input's length.
 """
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,19 +148,37 @@ class MarketDataService:
         batch: list[TickRecord] = []
         first_position = 0
         position = -1
-        async for position, row in _enumerate(rows):
-            try:
-                batch.append(validate(row))
-            except RowError as exc:
-                self._reject(report, position, str(exc))
-                continue
-            if len(batch) == 1:
-                first_position = position
-            if len(batch) >= batch_size:
+        # One batch is written while the next is validated: the driver works (SQLite in
+        # aiosqlite's thread, PostgreSQL on the server) while Python checks rows. At most
+        # two batches are in memory; batches are still written one at a time, in order.
+        writing: asyncio.Task[None] | None = None
+        try:
+            async for position, row in _enumerate(rows):
+                try:
+                    batch.append(validate(row))
+                except RowError as exc:
+                    self._reject(report, position, str(exc))
+                    continue
+                if len(batch) == 1:
+                    first_position = position
+                if len(batch) >= batch_size:
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(
+                        self._write(report, batch, first_position, position)
+                    )
+                    await asyncio.sleep(0)  # let the write start before validating on
+                    batch = []
+            if writing is not None:
+                await writing
+                writing = None
+            if batch:
                 await self._write(report, batch, first_position, position)
-                batch = []
-        if batch:
-            await self._write(report, batch, first_position, position)
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
         return report
 
     async def _validator(self, session: AsyncSession) -> TickValidator:

@@ -61,7 +61,14 @@ def instrument_key(row: Mapping[str, Any]) -> int | str:
 def tick_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """Everything but the instrument, checked: (timestamp, 6 prices, volume)."""
     timestamp = _timestamp(row.get("timestamp"))
-    prices = [_price(name, row.get(name)) for name in PRICE_FIELDS]
+    prices = []
+    for name in PRICE_FIELDS:
+        value = row.get(name)
+        # The common case, inline: a float already in range (NaN fails the comparison).
+        if value is None or (value.__class__ is float and -PRICE_LIMIT <= value <= PRICE_LIMIT):
+            prices.append(value)
+        else:
+            prices.append(_price(name, value))
     high, low = prices[4], prices[5]
     if high is not None and low is not None and high < low:
         raise RowError(f"high_price {high} is below low_price {low}")
@@ -69,6 +76,8 @@ def tick_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _timestamp(value: Any) -> datetime:
+    if value.__class__ is datetime and value.tzinfo is not None and value.utcoffset() is not None:
+        return value
     if value in (None, ""):
         raise RowError("timestamp is missing")
     if isinstance(value, str):
