@@ -6,14 +6,15 @@ Every read here leaves soft-deleted rows out (the session's filter) unless asked
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from tickvault.database.session import INCLUDE_DELETED
 from tickvault.errors import NotFoundError, ValidationError
-from tickvault.models import MarketData
+from tickvault.models import Instrument, MarketData
 from tickvault.repositories.bars import Bar, ohlcv_query, parse_interval
 from tickvault.repositories.base import Page, check_limit, translated_integrity_errors
 
@@ -60,24 +61,38 @@ class MarketDataRepository:
         return list(await self.session.scalars(query))
 
     async def latest(self, instrument_ids: Sequence[int] | None = None) -> list[MarketData]:
-        """The latest tick of each instrument (of those given), in one query."""
-        ranked = select(
-            MarketData.id,
-            func.row_number()
-            .over(
-                partition_by=MarketData.instrument_id,
-                order_by=(MarketData.timestamp.desc(), MarketData.id.desc()),
-            )
-            .label("rank"),
-        ).where(MarketData.deleted_at.is_(None))
+        """The latest tick of each instrument (all, or those given), in one query.
+
+        Per instrument, a correlated subquery walks ix_market_data_timestamp_instrument
+        backwards from the newest tick until it meets that instrument: cheap for instruments
+        that trade, and the only index-backed way since df856072bded dropped
+        (instrument_id, timestamp DESC).
+        """
+        instrument_id: Any = MarketData.instrument_id
+        deleted_at: Any = MarketData.deleted_at
+        if (await self.session.connection()).dialect.name == "sqlite":
+            # Unary + keeps SQLite's planner (no statistics) off the instrument_id and
+            # deleted_at indexes, so that it walks the timestamp index as intended.
+            instrument_id = literal_column("+market_data.instrument_id")
+            deleted_at = literal_column("+market_data.deleted_at")
+        inner = (
+            select(MarketData.id)
+            .where(instrument_id == Instrument.id, deleted_at.is_(None))
+            .order_by(MarketData.timestamp.desc(), MarketData.id.desc())
+            .limit(1)
+            .correlate(Instrument)
+            .scalar_subquery()
+        )
+        ids = select(inner).select_from(Instrument)
         if instrument_ids is not None:
-            ranked = ranked.where(MarketData.instrument_id.in_(list(instrument_ids)))
-        ranked_sq = ranked.subquery()
+            ids = ids.where(Instrument.id.in_(list(instrument_ids)))
         query = (
             select(MarketData)
-            .join(ranked_sq, ranked_sq.c.id == MarketData.id)
-            .where(ranked_sq.c.rank == 1)
+            .where(MarketData.id.in_(ids.scalar_subquery()))
             .order_by(MarketData.instrument_id)
+            # The subquery leaves soft-deleted ticks out itself; the session's own filter
+            # would add a bare "deleted_at IS NULL" that SQLite answers from its index.
+            .execution_options(**{INCLUDE_DELETED: True})
         )
         return list(await self.session.scalars(query))
 
