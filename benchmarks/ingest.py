@@ -188,8 +188,10 @@ async def latest_ms(url: str, repeat: int = 5) -> float:
     return statistics.median(times)
 
 
+# The child reads its own peak from /proc (VmHWM): getrusage's ru_maxrss would include the
+# parent's peak, which Linux carries across fork and exec.
 PEAK_RSS_SCRIPT = """
-import asyncio, resource, sys
+import asyncio, sys
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.services.market_data import MarketDataService
 from tickvault.services.readers import read_csv
@@ -197,7 +199,8 @@ async def main():
     engine = create_engine(sys.argv[1])
     report = await MarketDataService(create_session_factory(engine)).ingest(read_csv(sys.argv[2]))
     await engine.dispose()
-    print(report.accepted, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    peak = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    print(report.accepted, int(peak.split()[1]) // 1024)
 asyncio.run(main())
 """
 
