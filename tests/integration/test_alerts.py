@@ -147,3 +147,20 @@ async def test_alert_logs_by_status_and_delivery(
         assert len(await repo.pending_deliveries()) == fired - 4
         with pytest.raises(ValidationError, match="delivery_status must be one of"):
             AlertLogFilter(delivery_status="lost")
+
+
+async def test_a_single_tick_runs_the_rules_too(
+    session_factory: Sessions, rules: dict[int, str]
+) -> None:
+    service = MarketDataService(session_factory, alerts=AlertService(session_factory))
+    await service.insert_market_data({"symbol": "NVDA", "timestamp": T0, "price": 95.0})
+    await service.insert_market_data(
+        {"symbol": "NVDA", "timestamp": T0 + timedelta(seconds=1), "price": 120.0}
+    )
+
+    async with session_factory() as session:
+        logs = (await session.scalars(select(AlertLog).order_by(AlertLog.rule_id))).all()
+    assert [(rules[log.rule_id], log.fired_status, log.trigger_value) for log in logs] == [
+        ("price_above", "fired", 120.0),
+        ("pct_change_above", "fired", 26.3158),
+    ]

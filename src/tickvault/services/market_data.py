@@ -21,9 +21,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import insert, literal, select
+from sqlalchemy import Table, insert, literal, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from tickvault.database.bulk import TICK_COLUMNS, TickRecord, write_ticks
 from tickvault.errors import ValidationError
@@ -37,6 +37,7 @@ from tickvault.services.validation import (
 )
 
 DEFAULT_BATCH_SIZE = 10_000
+MARKET_DATA: Table = MarketData.__table__  # type: ignore[assignment]
 MAX_REJECTIONS_KEPT = 10_000
 
 
@@ -106,14 +107,15 @@ class MarketDataService:
             ),
         ).where(by_key, Instrument.is_active)
         statement = (
-            insert(MarketData)
+            insert(MARKET_DATA)
             .from_select(TICK_COLUMNS, source, include_defaults=False)
             .returning(MarketData.id, MarketData.instrument_id)
         )
-        async with self.session_factory.begin() as session:
-            row = (await session.execute(statement)).first()
+        # A Core statement on a connection: the ORM's unit of work has nothing to track here.
+        async with self.engine.begin() as connection:
+            row = (await connection.execute(statement)).first()
             if row is None:
-                raise ValidationError(await self._why_not_stored(session, key))
+                raise ValidationError(await self._why_not_stored(connection, key))
         tick = MarketData(
             id=row.id, instrument_id=row.instrument_id, **dict(zip(names, values, strict=True))
         )
@@ -122,7 +124,7 @@ class MarketDataService:
         return tick
 
     @staticmethod
-    async def _why_not_stored(session: AsyncSession, key: int | str) -> str:
+    async def _why_not_stored(session: AsyncConnection, key: int | str) -> str:
         by_key = Instrument.symbol == key if isinstance(key, str) else Instrument.id == key
         found = (await session.execute(select(Instrument.id).where(by_key))).scalar()
         if found is None:
