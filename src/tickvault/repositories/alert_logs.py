@@ -11,7 +11,13 @@ from tickvault.database.types import utcnow
 from tickvault.errors import NotFoundError, ValidationError
 from tickvault.models import AlertLog
 from tickvault.models.alert_logs import DELIVERY_STATUSES, FIRED_STATUSES
-from tickvault.repositories.base import Page, check_limit, translated_integrity_errors
+from tickvault.repositories.base import (
+    Page,
+    by_id,
+    check_limit,
+    fetch_page,
+    translated_integrity_errors,
+)
 
 
 @dataclass(frozen=True)
@@ -84,10 +90,7 @@ class AlertLogRepository:
             query = query.where(AlertLog.id < after_id)
         if deleted:
             query = query.where(AlertLog.is_deleted).execution_options(**{INCLUDE_DELETED: True})
-        rows = list(await self.session.scalars(query))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, rows[-1].id if more else None)
+        return await fetch_page(self.session, query, limit, by_id)
 
     async def pending_deliveries(self, limit: int = 100) -> list[AlertLog]:
         """Fired alerts still waiting to be delivered, oldest first."""

@@ -5,7 +5,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickvault.errors import NotFoundError, ValidationError
 from tickvault.models import AlertRule
-from tickvault.repositories.base import Page, check_limit, translated_integrity_errors
+from tickvault.repositories.base import (
+    Page,
+    by_id,
+    check_limit,
+    fetch_page,
+    translated_integrity_errors,
+)
 
 
 class AlertRuleRepository:
@@ -49,10 +55,7 @@ class AlertRuleRepository:
             query = query.where(AlertRule.is_active.is_(active))
         if after_id is not None:
             query = query.where(AlertRule.id > after_id)
-        rows = list(await self.session.scalars(query))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, rows[-1].id if more else None)
+        return await fetch_page(self.session, query, limit, by_id)
 
     async def set_active(self, rule_id: int, active: bool) -> AlertRule:
         rule = await self.get(rule_id)

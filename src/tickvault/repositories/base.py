@@ -1,11 +1,13 @@
 """What every repository shares: pages for keyset pagination, and error translation."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from sqlalchemy import Select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickvault.errors import ConflictError, TickvaultError, ValidationError
 
@@ -27,6 +29,22 @@ def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
     return limit
+
+
+async def fetch_page(
+    session: AsyncSession, query: Select[T], limit: int, cursor_of: Callable[[T], C]
+) -> Page[T, C]:
+    """Run ``query`` (ordered, and limited to ``limit + 1`` by the caller) as one page: the
+    extra row, if it comes back, says there is a next page and is not returned."""
+    rows = list(await session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, cursor_of(rows[-1]) if more else None)
+
+
+def by_id(row: Any) -> int:
+    """The cursor of pages ordered by id."""
+    return int(row.id)
 
 
 @contextmanager

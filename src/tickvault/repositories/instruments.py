@@ -7,7 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickvault.errors import NotFoundError, StillReferenced
 from tickvault.models import Instrument
-from tickvault.repositories.base import Page, check_limit, translated_integrity_errors
+from tickvault.repositories.base import (
+    Page,
+    by_id,
+    check_limit,
+    fetch_page,
+    translated_integrity_errors,
+)
 
 
 class InstrumentRepository:
@@ -57,10 +63,7 @@ class InstrumentRepository:
             query = query.where(Instrument.is_active.is_(active))
         if after_id is not None:
             query = query.where(Instrument.id > after_id)
-        rows = list(await self.session.scalars(query))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, rows[-1].id if more else None)
+        return await fetch_page(self.session, query, limit, by_id)
 
     async def set_active(self, instrument_id: int, active: bool) -> Instrument:
         instrument = await self.get(instrument_id)

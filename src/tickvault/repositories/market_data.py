@@ -16,7 +16,13 @@ from tickvault.database.session import INCLUDE_DELETED
 from tickvault.errors import NotFoundError, ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.repositories.bars import Bar, ohlcv_query, parse_interval
-from tickvault.repositories.base import Page, check_limit, translated_integrity_errors
+from tickvault.repositories.base import (
+    Page,
+    by_id,
+    check_limit,
+    fetch_page,
+    translated_integrity_errors,
+)
 
 # A position in (timestamp, id) order: where the next page of a range starts.
 RangeCursor = tuple[datetime, int]
@@ -121,10 +127,7 @@ class MarketDataRepository:
             .limit(check_limit(limit) + 1)
             .execution_options(**{INCLUDE_DELETED: include_deleted})
         )
-        rows = list(await self.session.scalars(query))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, (rows[-1].timestamp, rows[-1].id) if more else None)
+        return await fetch_page(self.session, query, limit, _by_time)
 
     async def ohlcv(
         self, instrument_id: int, interval: str, start: datetime, end: datetime
@@ -158,10 +161,7 @@ class MarketDataRepository:
         if after_id is not None:
             query = query.where(MarketData.id > after_id)
         query = query.limit(check_limit(limit) + 1).execution_options(**{INCLUDE_DELETED: True})
-        rows = list(await self.session.scalars(query))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, rows[-1].id if more else None)
+        return await fetch_page(self.session, query, limit, by_id)
 
 
 def _in_range(
@@ -174,3 +174,7 @@ def _in_range(
         MarketData.timestamp >= start,
         MarketData.timestamp < end,
     )
+
+
+def _by_time(row: MarketData) -> RangeCursor:
+    return (row.timestamp, row.id)
