@@ -39,6 +39,7 @@ from tickvault.services.validation import (
 DEFAULT_BATCH_SIZE = 10_000
 MARKET_DATA: Table = MarketData.__table__  # type: ignore[assignment]
 MAX_REJECTIONS_KEPT = 10_000
+YIELD_EVERY = 100  # rows validated between turns of a pending write
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,10 @@ class MarketDataService:
         writing: asyncio.Task[None] | None = None
         try:
             async for position, row in _enumerate(rows):
+                if writing is not None and position % YIELD_EVERY == 0:
+                    # Give the pending write its turn: each of its steps (BEGIN, the
+                    # executemany, COMMIT) needs the event loop to move on.
+                    await asyncio.sleep(0)
                 try:
                     batch.append(validate(row))
                 except RowError as exc:
