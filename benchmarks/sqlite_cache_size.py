@@ -82,20 +82,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2, 256], help="cache sizes, MB")
     args = parser.parse_args()
     rows = _rows(args.rows)
-    rates: dict[int, list[float]] = {2: [], 256: []}
+    rates: dict[int, list[float]] = {size: [] for size in args.sizes}
     with tempfile.TemporaryDirectory() as folder:
         for i in range(args.repeat):
             for cache_mb in rates:
                 rate = run_once(cache_mb, rows, Path(folder))
                 rates[cache_mb].append(rate)
                 print(f"run {i + 1}: cache {cache_mb:>3} MB  {rate:>10,.0f} rows/s", flush=True)
-    small, large = (statistics.median(rates[m]) for m in (2, 256))
+    smallest = statistics.median(rates[min(rates)])
     print(f"\n{args.rows:,} rows into market_data with 5 indexes, median of {args.repeat}:")
-    print(f"  2 MB cache   {small:>10,.0f} rows/s")
-    print(f"  256 MB cache {large:>10,.0f} rows/s")
-    print(f"  ratio 256 MB / 2 MB: {large / small:.2f}x")
+    for size, measured in rates.items():
+        rate = statistics.median(measured)
+        print(f"  {size:>4} MB cache {rate:>10,.0f} rows/s  {rate / smallest:.2f}x")
 
 
 if __name__ == "__main__":

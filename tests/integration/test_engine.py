@@ -10,7 +10,7 @@ from tickvault.settings import get_settings
 
 @pytest.fixture
 def big_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TICKVAULT_SQLITE_CACHE_SIZE_MB", "64")
+    monkeypatch.setenv("TICKVAULT_SQLITE_CACHE_SIZE_MB", "16")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -39,7 +39,7 @@ async def test_connections_are_set_up_for_safe_concurrent_use(
                     "journal_mode": "wal",
                     "synchronous": 1,
                     "busy_timeout": 5000,
-                    "cache_size": -64 * 1024,
+                    "cache_size": -16 * 1024,
                 }
             else:
                 assert engine.dialect.driver == "asyncpg"
