@@ -7,17 +7,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
-from sqlalchemy.engine import make_url
-
-
-async def _admin(url: str, sql: str) -> None:
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
+from tickvault.database.admin import create_database, drop_database
 
 
 @contextlib.contextmanager
@@ -30,9 +20,8 @@ def throwaway_database(engine: str, postgres_url: str | None = None) -> Iterator
     if not postgres_url:
         raise ValueError("a PostgreSQL benchmark needs --postgres-url")
     name = f"tickvault_bench_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
+    url = asyncio.run(create_database(postgres_url, name))
     try:
-        url = make_url(postgres_url).set(database=name)
-        yield url.render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(postgres_url, name))

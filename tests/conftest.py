@@ -10,11 +10,10 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tickvault.database.admin import create_database, drop_database
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.services import schema
 
@@ -31,15 +30,6 @@ def _postgres_admin_url() -> str:
     return url
 
 
-async def _admin(url: str, sql: str) -> None:
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(params=ENGINES)
 def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[str]:
     """An empty database of its own: a SQLite file, or a new PostgreSQL database."""
@@ -48,11 +38,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         return
     admin_url = _postgres_admin_url()
     name = f"tickvault_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    url = asyncio.run(create_database(admin_url, name))
     try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(admin_url, name))
 
 
 @pytest.fixture

@@ -52,6 +52,20 @@ EXPECTED = [  # seconds, condition, status, trigger value
 ]
 
 
+def _feed() -> list[dict[str, object]]:
+    return [
+        {
+            "symbol": "NVDA",
+            "timestamp": T0 + timedelta(seconds=s),
+            "price": p,
+            "bid": b,
+            "ask": a,
+            "volume": v,
+        }
+        for s, p, b, a, v in TICKS
+    ]
+
+
 @pytest.fixture
 async def rules(session_factory: Sessions) -> dict[int, str]:
     async with session_factory.begin() as session:
@@ -69,17 +83,7 @@ async def test_every_kind_of_rule_fires_suppresses_and_clears(
 ) -> None:
     service = MarketDataService(session_factory, alerts=AlertService(session_factory))
     report = await service.ingest(
-        [
-            {
-                "symbol": "NVDA",
-                "timestamp": T0 + timedelta(seconds=s),
-                "price": p,
-                "bid": b,
-                "ask": a,
-                "volume": v,
-            }
-            for s, p, b, a, v in TICKS
-        ],
+        _feed(),
         batch_size=2,  # rule state must carry across batches
     )
     assert (report.accepted, report.alerts) == (len(TICKS), len(EXPECTED))
@@ -109,19 +113,7 @@ async def test_alert_logs_by_status_and_delivery(
     session_factory: Sessions, rules: dict[int, str]
 ) -> None:
     service = MarketDataService(session_factory, alerts=AlertService(session_factory))
-    await service.ingest(
-        [
-            {
-                "symbol": "NVDA",
-                "timestamp": T0 + timedelta(seconds=s),
-                "price": p,
-                "bid": b,
-                "ask": a,
-                "volume": v,
-            }
-            for s, p, b, a, v in TICKS
-        ]
-    )
+    await service.ingest(_feed())
     fired = sum(1 for e in EXPECTED if e[2] == "fired")
 
     async with session_factory.begin() as session:
