@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     # A statement at least this slow goes to the monitor's slow-query log.
     slow_query_threshold_ms: float = Field(default=100.0, gt=0)
 
+    # HTTP API. Writes need X-API-Key equal to api_key; with no key set, writes are open
+    # and `tickvault serve` listens on 127.0.0.1 only.
+    api_key: str | None = Field(default=None, min_length=1)
+    read_requires_key: bool = False
+    api_max_body_mb: float = Field(default=16.0, gt=0)
+    # How often the service's monitor collects metrics in the background.
+    monitor_interval_seconds: float = Field(default=10.0, gt=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -1,9 +1,11 @@
 """Alert rules: add, get, list; deactivated through ``is_active`` rather than deleted."""
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tickvault.errors import NotFoundError, ValidationError
+from tickvault.errors import NotFoundError, StillReferenced, ValidationError
 from tickvault.models import AlertRule
 from tickvault.repositories.base import (
     Page,
@@ -12,6 +14,8 @@ from tickvault.repositories.base import (
     fetch_page,
     translated_integrity_errors,
 )
+
+UPDATABLE = frozenset({"name", "threshold", "cooldown_seconds", "is_active"})
 
 
 class AlertRuleRepository:
@@ -58,7 +62,29 @@ class AlertRuleRepository:
         return await fetch_page(self.session, query, limit, by_id)
 
     async def set_active(self, rule_id: int, active: bool) -> AlertRule:
+        return await self.update(rule_id, is_active=active)
+
+    async def update(self, rule_id: int, **changes: Any) -> AlertRule:
+        """Change ``name``, ``threshold``, ``cooldown_seconds`` or ``is_active``."""
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValidationError(
+                f"alert rule fields cannot be changed: {', '.join(sorted(unknown))}"
+            )
         rule = await self.get(rule_id)
-        rule.is_active = active
+        for name, value in changes.items():
+            setattr(rule, name, value)
         await self.session.flush()
         return rule
+
+    async def delete(self, rule_id: int) -> None:
+        """Delete a rule that never logged anything; otherwise ``StillReferenced``."""
+        rule = await self.get(rule_id)
+        with translated_integrity_errors(
+            f"alert rule {rule_id}",
+            foreign_key=StillReferenced,
+            foreign_key_message="still has alert logs (soft-deleted ones count); "
+            "deactivate it instead",
+        ):
+            await self.session.delete(rule)
+            await self.session.flush()

@@ -70,3 +70,19 @@ class InstrumentRepository:
         instrument.is_active = active
         await self.session.flush()
         return instrument
+
+    async def delete(self, instrument_id: int) -> None:
+        """Delete an instrument nothing refers to (one created by mistake, say).
+
+        RESTRICT foreign keys refuse it while any tick, rule or alert log (soft-deleted ones
+        too) refers to it: ``StillReferenced``; deactivate such an instrument instead.
+        """
+        instrument = await self.get(instrument_id)
+        with translated_integrity_errors(
+            f"instrument {instrument_id}",
+            foreign_key=StillReferenced,
+            foreign_key_message="still has ticks, alert rules or alert logs "
+            "(soft-deleted ones count); deactivate it instead",
+        ):
+            await self.session.delete(instrument)
+            await self.session.flush()

@@ -15,7 +15,7 @@ report lists it. Memory stays flat whatever the input's length.
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -141,8 +141,13 @@ class MarketDataService:
         rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        on_reject: Callable[[Rejection, Mapping[str, Any]], None] | None = None,
     ) -> IngestReport:
-        """Validate and store ``rows`` in batches of ``batch_size``."""
+        """Validate and store ``rows`` in batches of ``batch_size``.
+
+        ``on_reject(rejection, row)`` sees every refused row (the report keeps the first
+        10,000), to write a rejects file, say.
+        """
         if not 1 <= batch_size <= 1_000_000:
             raise ValidationError(f"batch_size must be between 1 and 1,000,000, got {batch_size}")
         async with self.session_factory() as session:
@@ -164,7 +169,10 @@ class MarketDataService:
                 try:
                     batch.append(validate(row))
                 except RowError as exc:
-                    self._reject(report, position, str(exc))
+                    rejection = Rejection(position, str(exc))
+                    self._reject(report, rejection)
+                    if on_reject is not None:
+                        on_reject(rejection, row)
                     continue
                 if len(batch) == 1:
                     first_position = position
@@ -213,10 +221,10 @@ class MarketDataService:
             report.alerts += len(await self.alerts.evaluate(sorted(batch, key=_timestamp_of)))
 
     @staticmethod
-    def _reject(report: IngestReport, position: int, reason: str) -> None:
+    def _reject(report: IngestReport, rejection: Rejection) -> None:
         report.rejected += 1
         if len(report.rejections) < MAX_REJECTIONS_KEPT:
-            report.rejections.append(Rejection(position, reason))
+            report.rejections.append(rejection)
 
 
 def _timestamp_of(record: TickRecord) -> datetime:

@@ -16,7 +16,7 @@ Validation is ``ingest``'s job: a reader only turns the file into rows.
 import csv
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tickvault.errors import ValidationError
 
@@ -34,7 +34,7 @@ KNOWN_COLUMNS = (
 )
 
 
-def _check_header(path: Path, names: list[str], columns: Mapping[str, str]) -> None:
+def _check_header(path: Path | str, names: list[str], columns: Mapping[str, str]) -> None:
     present = {columns.get(name, name) for name in names}
     missing = [name for name in ("timestamp",) if name not in present]
     if not ({"symbol", "instrument_id"} & present):
@@ -50,14 +50,26 @@ def read_csv(
 ) -> Iterator[dict[str, Any]]:
     """The rows of a CSV file with a header, one dict at a time."""
     path = Path(path)
-    mapping = dict(columns or {})
     with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+        yield from read_csv_stream(handle, name=str(path), columns=columns)
+
+
+def read_csv_stream(
+    handle: IO[str], *, name: str = "<csv>", columns: Mapping[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The rows of CSV text with a header (an open file, an upload), one dict at a time."""
+    mapping = dict(columns or {})
+    reader = csv.DictReader(handle)
+    try:
         if reader.fieldnames is None:
-            raise ValidationError(f"{path}: empty file, expected a header row")
-        _check_header(path, list(reader.fieldnames), mapping)
+            raise ValidationError(f"{name}: empty file, expected a header row")
+        _check_header(name, list(reader.fieldnames), mapping)
         for row in reader:
             yield {mapping.get(k, k): v for k, v in row.items() if k is not None}
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValidationError(
+            f"{name}: line {reader.line_num + 1}: not readable CSV ({exc})"
+        ) from exc
 
 
 def read_parquet(

@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tickvault.database.bulk import TickRecord
@@ -52,10 +52,15 @@ def instrument_key(row: Mapping[str, Any]) -> int | str:
         if symbol in (None, ""):
             raise RowError("no instrument: give instrument_id or symbol")
         return str(symbol)
+    if isinstance(raw_id, bool) or (isinstance(raw_id, float) and not raw_id.is_integer()):
+        raise RowError(f"instrument_id {raw_id!r} is not an integer")
     try:
-        return int(raw_id)
-    except (TypeError, ValueError):
+        instrument_id = int(raw_id)
+    except (TypeError, ValueError, OverflowError):
         raise RowError(f"instrument_id {raw_id!r} is not an integer") from None
+    if not 0 < instrument_id < 2**31:  # instruments.id is a 32-bit integer
+        raise RowError(f"unknown instrument {instrument_id}")
+    return instrument_id
 
 
 def tick_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -76,7 +81,14 @@ def tick_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _timestamp(value: Any) -> datetime:
-    if value.__class__ is datetime and value.tzinfo is not None and value.utcoffset() is not None:
+    # The common case first; years 1 and 9999 go the long way, where the check that the
+    # instant exists in UTC as well is made.
+    if (
+        value.__class__ is datetime
+        and value.tzinfo is not None
+        and 1 < value.year < 9999
+        and value.utcoffset() is not None
+    ):
         return value
     if value in (None, ""):
         raise RowError("timestamp is missing")
@@ -89,6 +101,10 @@ def _timestamp(value: Any) -> datetime:
         raise RowError(f"timestamp {value!r} is not a date and time")
     if value.tzinfo is None or value.utcoffset() is None:
         raise RowError(f"timestamp {value.isoformat()} has no time zone")
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise RowError(f"timestamp {value.isoformat()} is out of range in UTC") from None
     return value
 
 
@@ -99,7 +115,7 @@ def _price(name: str, value: Any) -> float | None:
         raise RowError(f"{name} {value!r} is not a number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RowError(f"{name} {value!r} is not a number") from None
     if not math.isfinite(number):
         raise RowError(f"{name} {value!r} is not finite")

@@ -1,0 +1,95 @@
+"""The HTTP API's factory.
+
+::
+
+    app = create_app()                         # TICKVAULT_DATABASE_URL, TICKVAULT_API_KEY, …
+    app = create_app("postgresql://…/db", simulate_rate=50)
+    uvicorn.run(app)
+
+OpenAPI at /docs. The app opens its engine, starts its performance monitor (and the simulated
+feed, if asked) when it starts, and closes them when it stops.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tickvault import __version__
+from tickvault.api import errors
+from tickvault.api.routes import alerts, instruments, market_data, performance
+from tickvault.api.runtime import Runtime
+from tickvault.api.security import BodySizeLimit
+from tickvault.database.engine import create_engine, create_session_factory
+from tickvault.services.alerts import AlertService
+from tickvault.services.database_performance import DatabasePerformanceMonitor
+from tickvault.services.market_data import MarketDataService
+from tickvault.services.simulator import FeedSimulator
+from tickvault.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    database_url: str | None = None,
+    *,
+    settings: Settings | None = None,
+    simulate_rate: float | None = None,
+) -> FastAPI:
+    """The API over the database at ``database_url`` (default: the settings' URL).
+
+    ``simulate_rate``: ticks per second of a simulated feed to run while the app is up.
+    """
+    settings = settings or get_settings()
+    url = database_url or settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(url)
+        session_factory = create_session_factory(engine)
+        monitor = DatabasePerformanceMonitor(engine)
+        service = MarketDataService(session_factory, alerts=AlertService(session_factory))
+        app.state.runtime = Runtime(settings, engine, session_factory, monitor, service)
+        await monitor.start_monitoring(settings.monitor_interval_seconds)
+        feed = None
+        if simulate_rate is not None:
+            feed = asyncio.create_task(
+                FeedSimulator(service, rate=simulate_rate).run(), name="tickvault-feed"
+            )
+            feed.add_done_callback(_report_feed_end)
+        try:
+            yield
+        finally:
+            if feed is not None:
+                feed.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await feed
+            await monitor.stop_monitoring()
+            monitor.uninstrument()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="tickvault",
+        version=__version__,
+        summary="Market data and alert logs on SQLite and PostgreSQL.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=int(settings.api_max_body_mb * 1024 * 1024))
+    errors.install(app)
+    for router in (
+        instruments.router,
+        market_data.router,
+        alerts.rules,
+        alerts.logs,
+        performance.router,
+    ):
+        app.include_router(router)
+    return app
+
+
+def _report_feed_end(task: "asyncio.Task[object]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("simulated feed stopped: %s", task.exception())

@@ -1,0 +1,76 @@
+"""/instruments: create, list, get, deactivate and reactivate (``is_active``)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from tickvault.api.routes._paging import Cursor, Limit, id_cursor, show_id_cursor
+from tickvault.api.runtime import RuntimeDep
+from tickvault.api.schemas import (
+    InstrumentCreate,
+    InstrumentId,
+    InstrumentOut,
+    InstrumentUpdate,
+    Page,
+)
+from tickvault.api.security import READ, WRITE
+from tickvault.models import Instrument
+from tickvault.repositories.instruments import InstrumentRepository
+
+router = APIRouter(prefix="/instruments", tags=["instruments"])
+IdPath = Annotated[InstrumentId, Path(description="Instrument id.")]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=WRITE)
+async def create_instrument(body: InstrumentCreate, runtime: RuntimeDep) -> InstrumentOut:
+    async with runtime.transaction() as session:
+        instrument = await InstrumentRepository(session).add(Instrument(**body.model_dump()))
+        return InstrumentOut.model_validate(instrument)
+
+
+@router.get("", dependencies=READ)
+async def list_instruments(
+    runtime: RuntimeDep,
+    active: Annotated[bool | None, Query(description="Only active (or inactive) ones.")] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[InstrumentOut]:
+    async with runtime.transaction() as session:
+        page = await InstrumentRepository(session).find(
+            active=active, limit=limit, after_id=id_cursor(cursor)
+        )
+        return Page(
+            items=[InstrumentOut.model_validate(i) for i in page.items],
+            next_cursor=show_id_cursor(page.next_cursor),
+        )
+
+
+@router.get("/{instrument_id}", dependencies=READ)
+async def get_instrument(instrument_id: IdPath, runtime: RuntimeDep) -> InstrumentOut:
+    async with runtime.transaction() as session:
+        return InstrumentOut.model_validate(await InstrumentRepository(session).get(instrument_id))
+
+
+@router.patch("/{instrument_id}", dependencies=WRITE)
+async def update_instrument(
+    instrument_id: IdPath, body: InstrumentUpdate, runtime: RuntimeDep
+) -> InstrumentOut:
+    """Deactivate (`{"is_active": false}`) or reactivate an instrument: an inactive one's
+    ticks are refused on ingest."""
+    async with runtime.transaction() as session:
+        instrument = await InstrumentRepository(session).set_active(instrument_id, body.is_active)
+        return InstrumentOut.model_validate(instrument)
+
+
+@router.delete(
+    "/{instrument_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=WRITE,
+    responses={409: {"description": "Ticks, rules or alert logs still refer to it."}},
+)
+async def delete_instrument(instrument_id: IdPath, runtime: RuntimeDep) -> Response:
+    """Delete an instrument nothing refers to (one created by mistake). Anything that has
+    ticks, rules or alert logs gets 409: deactivate it instead."""
+    async with runtime.transaction() as session:
+        await InstrumentRepository(session).delete(instrument_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,157 @@
+"""/market-data: post ticks (JSON or CSV), read latest / range / OHLCV, soft delete, restore."""
+
+import io
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, UploadFile, status
+
+from tickvault.api.routes._paging import (
+    Cursor,
+    Limit,
+    id_cursor,
+    show_id_cursor,
+    show_time_cursor,
+    time_cursor,
+)
+from tickvault.api.runtime import RuntimeDep
+from tickvault.api.schemas import (
+    BarOut,
+    IngestResult,
+    InstrumentId,
+    Interval,
+    Page,
+    RowId,
+    TickBatch,
+    TickOut,
+    UtcDatetime,
+)
+from tickvault.api.security import READ, WRITE
+from tickvault.errors import ValidationError
+from tickvault.repositories.bars import parse_interval
+from tickvault.repositories.market_data import MarketDataRepository
+from tickvault.services.readers import read_csv_stream
+
+router = APIRouter(prefix="/market-data", tags=["market data"])
+TickIdPath = Annotated[RowId, Path(description="Tick id.")]
+InstrumentQuery = Annotated[InstrumentId, Query(description="Instrument id.")]
+Start = Annotated[UtcDatetime, Query(description="From (inclusive), ISO 8601 with a zone.")]
+End = Annotated[UtcDatetime, Query(description="To (exclusive), ISO 8601 with a zone.")]
+MAX_BARS = 100_000
+CSV_BATCH_SIZE = 10_000
+
+
+@router.post("", dependencies=WRITE)
+async def post_ticks(body: TickBatch, runtime: RuntimeDep) -> IngestResult:
+    """Store a batch of ticks. Ticks that cannot be stored come back with their position
+    and reason; the others are stored together (all or none at the database)."""
+    report = await runtime.market_data.ingest(body.ticks, batch_size=len(body.ticks))
+    return IngestResult.model_validate(report)
+
+
+@router.post("/csv", dependencies=WRITE)
+async def upload_csv(file: UploadFile, runtime: RuntimeDep) -> IngestResult:
+    """Store the ticks of a CSV file with a header row (columns as in the JSON batch)."""
+    name = file.filename or "upload.csv"
+    try:
+        text = (await file.read()).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    rows = read_csv_stream(io.StringIO(text, newline=""), name=name)
+    report = await runtime.market_data.ingest(rows, batch_size=CSV_BATCH_SIZE)
+    return IngestResult.model_validate(report)
+
+
+@router.get("/latest", dependencies=READ)
+async def latest(
+    runtime: RuntimeDep,
+    instrument_id: Annotated[
+        list[InstrumentId] | None,
+        Query(max_length=1000, description="Repeat for several; none for every instrument."),
+    ] = None,
+) -> list[TickOut]:
+    """The latest tick of each instrument (soft-deleted ticks left out)."""
+    async with runtime.transaction() as session:
+        ticks = await MarketDataRepository(session).latest(instrument_id)
+        return [TickOut.model_validate(t) for t in ticks]
+
+
+@router.get("/range", dependencies=READ)
+async def tick_range(
+    runtime: RuntimeDep,
+    instrument_id: InstrumentQuery,
+    start: Start,
+    end: End,
+    limit: Limit = 1000,
+    cursor: Cursor = None,
+    include_deleted: bool = False,
+) -> Page[TickOut]:
+    """An instrument's ticks in time order, `start <= timestamp < end`, a page at a time."""
+    async with runtime.transaction() as session:
+        page = await MarketDataRepository(session).range(
+            instrument_id,
+            start,
+            end,
+            limit=limit,
+            after=time_cursor(cursor),
+            include_deleted=include_deleted,
+        )
+        return Page(
+            items=[TickOut.model_validate(t) for t in page.items],
+            next_cursor=show_time_cursor(page.next_cursor),
+        )
+
+
+@router.get("/ohlcv", dependencies=READ)
+async def ohlcv(
+    runtime: RuntimeDep,
+    instrument_id: InstrumentQuery,
+    interval: Interval,
+    start: Start,
+    end: End,
+) -> list[BarOut]:
+    """OHLCV bars (open, high, low, close, volume, VWAP, tick count), computed in SQL."""
+    if end <= start:
+        raise ValidationError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
+    if (end - start) / timedelta(seconds=parse_interval(interval)) > MAX_BARS:
+        raise ValidationError(f"at most {MAX_BARS} bars per request: narrow start..end")
+    async with runtime.transaction() as session:
+        bars = await MarketDataRepository(session).ohlcv(instrument_id, interval, start, end)
+        return [BarOut.model_validate(bar) for bar in bars]
+
+
+@router.get("/deleted", dependencies=READ)
+async def deleted_ticks(
+    runtime: RuntimeDep,
+    instrument_id: Annotated[InstrumentId | None, Query()] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[TickOut]:
+    """Soft-deleted ticks, by id."""
+    async with runtime.transaction() as session:
+        page = await MarketDataRepository(session).find_deleted(
+            instrument_id=instrument_id, limit=limit, after_id=id_cursor(cursor)
+        )
+        return Page(
+            items=[TickOut.model_validate(t) for t in page.items],
+            next_cursor=show_id_cursor(page.next_cursor),
+        )
+
+
+@router.get("/{tick_id}", dependencies=READ)
+async def get_tick(tick_id: TickIdPath, runtime: RuntimeDep) -> TickOut:
+    async with runtime.transaction() as session:
+        return TickOut.model_validate(await MarketDataRepository(session).get(tick_id))
+
+
+@router.delete("/{tick_id}", dependencies=WRITE)
+async def soft_delete_tick(tick_id: TickIdPath, runtime: RuntimeDep) -> TickOut:
+    """Soft-delete a tick: hidden from every read until restored or purged."""
+    async with runtime.transaction() as session:
+        return TickOut.model_validate(await MarketDataRepository(session).soft_delete(tick_id))
+
+
+@router.post("/{tick_id}/restore", status_code=status.HTTP_200_OK, dependencies=WRITE)
+async def restore_tick(tick_id: TickIdPath, runtime: RuntimeDep) -> TickOut:
+    async with runtime.transaction() as session:
+        return TickOut.model_validate(await MarketDataRepository(session).restore(tick_id))

@@ -1,0 +1,69 @@
+"""/performance/metrics, /performance/tables/{table}, /metrics (Prometheus), /health."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import DBAPIError
+
+from tickvault.api.runtime import RuntimeDep
+from tickvault.api.schemas import Health, round4
+from tickvault.api.security import READ
+from tickvault.monitoring.prometheus import render
+from tickvault.services import schema
+
+router = APIRouter(tags=["performance"])
+
+
+@router.get("/performance/metrics", dependencies=READ)
+async def performance_metrics(runtime: RuntimeDep) -> dict[str, Any]:
+    """Statement counts, rates and latency percentiles per type and table, index usage, the
+    connection pool: the window since the previous collection, and totals since start."""
+    metrics = await runtime.monitor.collect_metrics()
+    return round4(metrics.to_dict())  # type: ignore[no-any-return]
+
+
+@router.get("/performance/tables/{table}", dependencies=READ)
+async def table_performance(
+    table: Annotated[str, Path(max_length=128, description="A table in the database.")],
+    runtime: RuntimeDep,
+) -> dict[str, Any]:
+    """Rows, sizes, indexes and how they are used, latencies, recommendations."""
+    return round4(await runtime.monitor.analyze_table_performance(table))  # type: ignore[no-any-return]
+
+
+@router.get(
+    "/metrics",
+    dependencies=READ,
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+)
+async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+    """The monitor's figures in Prometheus' text format."""
+    return Response(render(runtime.monitor), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/health", responses={503: {"model": Health}})
+async def health(runtime: RuntimeDep) -> Health:
+    """Is the database reachable, and at which revision (vs the code's head)?"""
+    head = schema.head_revision()
+    try:
+        revision = await schema.read_revision(runtime.engine)
+    except (DBAPIError, OSError) as exc:
+        body = Health(
+            status="unavailable",
+            database="unreachable",
+            revision=None,
+            head=head,
+            detail=str(getattr(exc, "orig", None) or exc).strip().splitlines()[0],
+        )
+        return JSONResponse(body.model_dump(), status_code=503)  # type: ignore[return-value]
+    if revision != head:
+        detail = (
+            f"database at {revision or 'no revision'}, code at {head}: run tickvault db upgrade"
+        )
+        return Health(
+            status="degraded", database="reachable", revision=revision, head=head, detail=detail
+        )
+    return Health(status="ok", database="reachable", revision=revision, head=head)

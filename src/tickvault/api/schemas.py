@@ -1,0 +1,256 @@
+"""What the HTTP API reads and writes.
+
+Every number goes out rounded to 4 decimals (``101.1234``, never ``101.12340000000001``);
+identifiers, text and timestamps are checked on the way in, so nothing a client sends can
+reach the database in a form it would refuse.
+"""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+from tickvault.models.alert_logs import DELIVERY_STATUSES
+from tickvault.models.alert_rule import CONDITIONS
+
+MAX_TICKS_PER_REQUEST = 100_000
+PRICE_LIMIT = Decimal("99999999.9999")
+
+
+def round4(value: Any) -> Any:
+    """Floats (and Decimals) rounded to 4 decimals, inside dicts and lists too."""
+    if isinstance(value, float | Decimal):
+        return round(float(value), 4)
+    if isinstance(value, dict):
+        return {key: round4(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [round4(item) for item in value]
+    return value
+
+
+def _round_number(value: float | Decimal | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+Number = Annotated[float, PlainSerializer(_round_number, return_type=float)]
+OptionalNumber = Annotated[float | None, PlainSerializer(_round_number, return_type=float | None)]
+
+InstrumentId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+def _plain_text(value: str) -> str:
+    # Control characters and lone surrogates: PostgreSQL refuses NUL, and a lone surrogate
+    # cannot be encoded as UTF-8 by either engine.
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _text(max_length: int) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
+        AfterValidator(_plain_text),
+    ]
+
+
+Symbol = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+Interval = Literal["1s", "1m", "5m", "15m", "1h", "1d"]
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page; pass ``next_cursor`` back as ``cursor`` for the next (null on the last)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- instruments -------------------------------------------------------------------------
+
+
+class InstrumentCreate(_In):
+    symbol: Symbol
+    name: _text(128)  # type: ignore[valid-type]
+    exchange: _text(32) | None = None  # type: ignore[valid-type]
+    asset_class: _text(16) = "equity"  # type: ignore[valid-type]
+    currency: Currency = "USD"
+
+
+class InstrumentUpdate(_In):
+    is_active: bool
+
+
+class InstrumentOut(_Out):
+    id: int
+    symbol: str
+    name: str
+    exchange: str | None
+    asset_class: str
+    currency: str
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- market data -------------------------------------------------------------------------
+
+
+class TickBatch(_In):
+    ticks: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_TICKS_PER_REQUEST,
+        description=(
+            "Ticks as objects: `instrument_id` or `symbol`; `timestamp` (ISO 8601 with a time "
+            "zone); `price`, `bid`, `ask`, `open_price`, `high_price`, `low_price` (numbers, "
+            "optional); `volume` (whole number, optional). A tick that cannot be stored is "
+            "rejected with its position and reason; the others are stored."
+        ),
+        examples=[[{"symbol": "AAPL", "timestamp": "2024-05-06T13:30:00Z", "price": 189.2}]],
+    )
+
+
+class RejectionOut(_Out):
+    position: int
+    reason: str
+
+
+class BatchFailureOut(_Out):
+    first_position: int
+    last_position: int
+    rows: int
+    reason: str
+
+
+class IngestResult(_Out):
+    accepted: int
+    rejected: int
+    alerts: int
+    rejections: list[RejectionOut]
+    failed_batches: list[BatchFailureOut]
+
+
+class TickOut(_Out):
+    id: int
+    instrument_id: int
+    timestamp: datetime
+    price: OptionalNumber
+    bid: OptionalNumber
+    ask: OptionalNumber
+    open_price: OptionalNumber
+    high_price: OptionalNumber
+    low_price: OptionalNumber
+    volume: int | None
+    deleted_at: datetime | None
+
+
+class BarOut(_Out):
+    start: datetime
+    end: datetime
+    open: Number
+    high: Number
+    low: Number
+    close: Number
+    volume: int
+    vwap: OptionalNumber
+    ticks: int
+
+
+# -- alerts ------------------------------------------------------------------------------
+
+Threshold = Annotated[
+    Decimal,
+    Field(max_digits=12, decimal_places=4, ge=-PRICE_LIMIT, le=PRICE_LIMIT, allow_inf_nan=False),
+]
+Cooldown = Annotated[int, Field(ge=0, le=366 * 86400)]
+
+
+class AlertRuleCreate(_In):
+    name: _text(128)  # type: ignore[valid-type]
+    instrument_id: InstrumentId
+    condition: Literal[CONDITIONS]  # type: ignore[valid-type]
+    threshold: Threshold
+    cooldown_seconds: Cooldown = 60
+    is_active: bool = True
+
+
+class AlertRuleUpdate(_In):
+    name: _text(128) | None = None  # type: ignore[valid-type]
+    threshold: Threshold | None = None
+    cooldown_seconds: Cooldown | None = None
+    is_active: bool | None = None
+
+
+class AlertRuleOut(_Out):
+    id: int
+    name: str
+    instrument_id: int
+    condition: str
+    threshold: Number
+    cooldown_seconds: int
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class AlertLogOut(_Out):
+    id: int
+    rule_id: int
+    instrument_id: int
+    timestamp: datetime
+    trigger_value: OptionalNumber
+    threshold_value: OptionalNumber
+    fired_status: str
+    delivery_status: str
+    evaluation_time_ms: OptionalNumber
+    message: str | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class DeliveryUpdate(_In):
+    delivery_status: Literal[DELIVERY_STATUSES]  # type: ignore[valid-type]
+
+
+# -- service -----------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    database: Literal["reachable", "unreachable"]
+    revision: str | None
+    head: str
+    detail: str | None = None
