@@ -1,4 +1,5 @@
 # tickvault: `make run` and `make test` set everything up on a machine with Python 3.11+.
+# `make run PORT=8080 RATE=200` changes the port and the simulated feed's ticks per second.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,10 +16,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Migrates the database at TICKVAULT_DATABASE_URL (default: ./tickvault.db) to head.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+RATE ?= 50
+
+# The live service on the database at TICKVAULT_DATABASE_URL (default: ./tickvault.db):
+# migrate it, seed the demo instruments and rules (once), serve the API with a simulated feed.
 run: setup
 	$(BIN)/tickvault db upgrade
-	$(BIN)/tickvault db current
+	$(BIN)/tickvault seed
+	exec $(BIN)/tickvault serve --simulate --host $(HOST) --port $(PORT) --rate $(RATE)
 
 # PostgreSQL tests run when TICKVAULT_TEST_POSTGRES_URL is set (see README).
 test: setup

@@ -1,5 +1,6 @@
 """/performance/metrics, /performance/tables/{table}, /metrics (Prometheus), /health."""
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
@@ -22,6 +23,14 @@ async def performance_metrics(runtime: RuntimeDep) -> dict[str, Any]:
     connection pool: the window since the previous collection, and totals since start."""
     metrics = await runtime.monitor.collect_metrics()
     return round4(metrics.to_dict())  # type: ignore[no-any-return]
+
+
+@router.get("/performance/slow-queries", dependencies=READ)
+async def slow_queries(runtime: RuntimeDep) -> list[dict[str, Any]]:
+    """The latest statements slower than TICKVAULT_SLOW_QUERY_THRESHOLD_MS, newest first
+    (statement text only: parameter values are never kept)."""
+    log = list(runtime.monitor.slow_query_log)
+    return [round4({**asdict(q), "timestamp": q.timestamp.isoformat()}) for q in reversed(log)]
 
 
 @router.get("/performance/tables/{table}", dependencies=READ)

@@ -1,0 +1,61 @@
+"""``tickvault db``: migrate the schema (upgrade, downgrade, current, history)."""
+
+from typing import Annotated
+
+import typer
+
+from tickvault.cli._common import DatabaseUrl, friendly_errors
+from tickvault.services import schema
+
+db_app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+@friendly_errors
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    database_url: DatabaseUrl = None,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL instead of running it (offline).")
+    ] = False,
+) -> None:
+    """Migrate the database up to REVISION (default: head)."""
+    if sql:
+        typer.echo(schema.upgrade_sql(database_url, revision), nl=False)
+        return
+    now = schema.upgrade(database_url, revision)
+    typer.echo(f"database at revision {now}")
+
+
+# ignore_unknown_options lets "-1" through as a revision instead of an unknown flag.
+@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
+@friendly_errors
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision: an id, -1, or base.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Migrate the database down to REVISION."""
+    now = schema.downgrade(database_url, revision)
+    typer.echo(f"database at revision {now or 'base (empty)'}")
+
+
+@db_app.command("current")
+@friendly_errors
+def db_current(database_url: DatabaseUrl = None) -> None:
+    """Print the database's revision."""
+    revision = schema.current_revision(database_url)
+    head = schema.head_revision()
+    if revision is None:
+        typer.echo("none (empty database; run `tickvault db upgrade`)")
+    else:
+        typer.echo(f"{revision}{' (head)' if revision == head else ''}")
+
+
+@db_app.command("history")
+@friendly_errors
+def db_history() -> None:
+    """List the revision chain, oldest first."""
+    head = schema.head_revision()
+    for rev in schema.history():
+        marker = " (head)" if rev.id == head else ""
+        typer.echo(f"{rev.down_revision or '<base>'} -> {rev.id}{marker}: {rev.title}")
