@@ -22,7 +22,6 @@ from tickvault import __version__
 from tickvault.api import errors
 from tickvault.api.routes import alerts, instruments, market_data, performance
 from tickvault.api.runtime import Runtime
-from tickvault.api.security import BodySizeLimit
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.services.alerts import AlertService
 from tickvault.services.database_performance import DatabasePerformanceMonitor
@@ -76,8 +75,8 @@ def create_app(
         version=__version__,
         summary="Market data and alert logs on SQLite and PostgreSQL.",
         lifespan=lifespan,
+        max_body_size=int(settings.api_max_body_mb * 1024 * 1024),
     )
-    app.add_middleware(BodySizeLimit, max_bytes=int(settings.api_max_body_mb * 1024 * 1024))
     errors.install(app)
     for router in (
         instruments.router,

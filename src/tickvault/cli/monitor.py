@@ -143,8 +143,9 @@ def analyze(
     if as_json:
         out.print_json(json.dumps(result, default=str))
         return
+    rows = f"{result['rows']:,}" if "rows" in result else f"~{result['rows_estimate']:,}"
     out.print(
-        f"[bold]{result['table']}[/bold] ({result['engine']}): {result['rows']:,} rows, "
+        f"[bold]{result['table']}[/bold] ({result['engine']}): {rows} rows, "
         f"table {_bytes(result.get('table_bytes'))}, indexes {_bytes(result.get('index_bytes'))}"
     )
     indexes = Table(expand=True)
