@@ -30,7 +30,7 @@ R = TypeVar("R")
 
 def console() -> Console:
     """Stdout as it is now (a test runner swaps it per invocation)."""
-    return Console(highlight=False)
+    return Console(highlight=False, soft_wrap=True)
 
 
 def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
