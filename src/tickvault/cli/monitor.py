@@ -43,19 +43,20 @@ def _ms(value: Any) -> str:
 
 def render(metrics: dict[str, Any], slow: list[dict[str, Any]]) -> Group:
     """One frame: rates, latencies per table and statement type, slow queries, pool, indexes."""
-    summary = Table.grid(padding=(0, 3))
-    summary.add_row(
-        f"window {metrics['window_seconds']:.1f} s",
-        f"inserts {metrics['insert_rate']:,.1f} rows/s",
-        f"queries {metrics['query_rate']:,.1f}/s",
-        f"p50 {_ms(metrics['query_p50_time_ms'])} ms",
-        f"p95 {_ms(metrics['query_p95_time_ms'])} ms",
-        f"p99 {_ms(metrics['query_p99_time_ms'])} ms",
-        f"errors {metrics['errors']}",
+    summary = (
+        f"window {metrics['window_seconds']:.1f} s   "
+        f"inserts {metrics['insert_rate']:,.1f} rows/s   "
+        f"queries {metrics['query_rate']:,.1f}/s   "
+        f"p50 {_ms(metrics['query_p50_time_ms'])} ms   "
+        f"p95 {_ms(metrics['query_p95_time_ms'])} ms   "
+        f"p99 {_ms(metrics['query_p99_time_ms'])} ms   "
+        f"errors {metrics['errors']}"
     )
     tables = Table(title="statements (this window)", expand=True)
     for name in ("table", "type", "count", "rows", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
-        tables.add_column(name, justify="left" if name in ("table", "type") else "right")
+        tables.add_column(
+            name, justify="left" if name in ("table", "type") else "right", no_wrap=True
+        )
     for table, kinds in sorted(metrics["by_table"].items()):
         for kind, s in sorted(kinds.items()):
             tables.add_row(
