@@ -20,7 +20,7 @@ from tickvault.services import schema
 ENGINES = ["sqlite", "postgresql"]
 
 
-def _postgres_admin_url() -> str:
+def postgres_admin_url() -> str:
     url = os.environ.get("TICKVAULT_TEST_POSTGRES_URL")
     if not url:
         message = "PostgreSQL tests need TICKVAULT_TEST_POSTGRES_URL"
@@ -36,7 +36,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/tickvault-test.db"
         return
-    admin_url = _postgres_admin_url()
+    admin_url = postgres_admin_url()
     name = f"tickvault_test_{uuid.uuid4().hex[:12]}"
     url = asyncio.run(create_database(admin_url, name))
     try:

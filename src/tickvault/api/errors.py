@@ -36,6 +36,11 @@ def status_of(exc: TickvaultError) -> int:
 
 async def _tickvault_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TickvaultError)
+    if isinstance(exc, ValidationError):
+        # The same shape as FastAPI's own 422s, so a client reads every 422 one way.
+        where = "query" if request.method in ("GET", "DELETE") else "body"
+        detail = [{"loc": [where], "msg": str(exc), "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
     return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
 
 

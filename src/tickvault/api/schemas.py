@@ -5,6 +5,7 @@ identifiers, text and timestamps are checked on the way in, so nothing a client 
 reach the database in a form it would refuse.
 """
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -13,6 +14,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -70,6 +72,18 @@ Symbol = Annotated[
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    # Pydantic would read "0.5" as seconds since the epoch; the API speaks ISO 8601 only.
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError(
+            "expected an ISO 8601 date and time with a zone, e.g. 2024-05-06T13:30:00Z"
+        )
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
@@ -77,7 +91,7 @@ def _utc(value: datetime) -> datetime:
         raise ValueError("out of range once converted to UTC") from None
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
 Interval = Literal["1s", "1m", "5m", "15m", "1h", "1d"]
 
 T = TypeVar("T")
@@ -95,7 +109,8 @@ class _Out(BaseModel):
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: 0 is not false and "5" is not 5; what the schema says is what is accepted.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- instruments -------------------------------------------------------------------------
@@ -192,7 +207,15 @@ class BarOut(_Out):
 
 Threshold = Annotated[
     Decimal,
-    Field(max_digits=12, decimal_places=4, ge=-PRICE_LIMIT, le=PRICE_LIMIT, allow_inf_nan=False),
+    # Not strict: a JSON number (100.5) is how a client writes a threshold.
+    Field(
+        max_digits=12,
+        decimal_places=4,
+        ge=-PRICE_LIMIT,
+        le=PRICE_LIMIT,
+        allow_inf_nan=False,
+        strict=False,
+    ),
 ]
 Cooldown = Annotated[int, Field(ge=0, le=366 * 86400)]
 

@@ -8,7 +8,7 @@ why ``tickvault serve`` then listens on 127.0.0.1 only.
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi import Depends, Header, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader
 
 _api_key = APIKeyHeader(
@@ -36,9 +36,13 @@ async def require_write_key(request: Request, key: ApiKey) -> None:
     _check(request, key)
 
 
-async def require_read_key(request: Request, key: ApiKey) -> None:
+async def require_read_key(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    # Not a security scheme in OpenAPI: reads are open unless TICKVAULT_READ_REQUIRES_KEY.
     if request.app.state.runtime.settings.read_requires_key:
-        _check(request, key)
+        _check(request, x_api_key)
 
 
 READ = [Depends(require_read_key)]

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from tickvault.api.responses import COMMON, CONFLICT, NOT_FOUND, TOO_LARGE
 from tickvault.api.routes._paging import Cursor, Limit, id_cursor, show_id_cursor
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import (
@@ -25,13 +26,18 @@ from tickvault.repositories.alert_logs import AlertLogFilter, AlertLogRepository
 from tickvault.repositories.alert_rules import AlertRuleRepository
 from tickvault.repositories.instruments import InstrumentRepository
 
-rules = APIRouter(prefix="/alert-rules", tags=["alert rules"])
-logs = APIRouter(prefix="/alert-logs", tags=["alert logs"])
+rules = APIRouter(prefix="/alert-rules", tags=["alert rules"], responses=COMMON)
+logs = APIRouter(prefix="/alert-logs", tags=["alert logs"], responses=COMMON)
 RuleIdPath = Annotated[InstrumentId, Path(description="Alert rule id.")]
 LogIdPath = Annotated[RowId, Path(description="Alert log id.")]
 
 
-@rules.post("", status_code=status.HTTP_201_CREATED, dependencies=WRITE)
+@rules.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=WRITE,
+    responses={**NOT_FOUND, **TOO_LARGE},
+)
 async def create_rule(body: AlertRuleCreate, runtime: RuntimeDep) -> AlertRuleOut:
     async with runtime.transaction() as session:
         await InstrumentRepository(session).get(body.instrument_id)  # 404 if unknown
@@ -57,13 +63,13 @@ async def list_rules(
         )
 
 
-@rules.get("/{rule_id}", dependencies=READ)
+@rules.get("/{rule_id}", dependencies=READ, responses=NOT_FOUND)
 async def get_rule(rule_id: RuleIdPath, runtime: RuntimeDep) -> AlertRuleOut:
     async with runtime.transaction() as session:
         return AlertRuleOut.model_validate(await AlertRuleRepository(session).get(rule_id))
 
 
-@rules.patch("/{rule_id}", dependencies=WRITE)
+@rules.patch("/{rule_id}", dependencies=WRITE, responses={**NOT_FOUND, **TOO_LARGE})
 async def update_rule(
     rule_id: RuleIdPath, body: AlertRuleUpdate, runtime: RuntimeDep
 ) -> AlertRuleOut:
@@ -79,7 +85,7 @@ async def update_rule(
     "/{rule_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=WRITE,
-    responses={409: {"description": "The rule has alert logs: deactivate it instead."}},
+    responses={**NOT_FOUND, **CONFLICT},
 )
 async def delete_rule(rule_id: RuleIdPath, runtime: RuntimeDep) -> Response:
     """Delete a rule that never logged an alert; one with logs gets 409 (deactivate it)."""
@@ -113,13 +119,13 @@ async def list_logs(
         )
 
 
-@logs.get("/{log_id}", dependencies=READ)
+@logs.get("/{log_id}", dependencies=READ, responses=NOT_FOUND)
 async def get_log(log_id: LogIdPath, runtime: RuntimeDep) -> AlertLogOut:
     async with runtime.transaction() as session:
         return AlertLogOut.model_validate(await AlertLogRepository(session).get(log_id))
 
 
-@logs.patch("/{log_id}", dependencies=WRITE)
+@logs.patch("/{log_id}", dependencies=WRITE, responses={**NOT_FOUND, **TOO_LARGE})
 async def update_delivery(
     log_id: LogIdPath, body: DeliveryUpdate, runtime: RuntimeDep
 ) -> AlertLogOut:
@@ -129,13 +135,13 @@ async def update_delivery(
         return AlertLogOut.model_validate(log)
 
 
-@logs.delete("/{log_id}", dependencies=WRITE)
+@logs.delete("/{log_id}", dependencies=WRITE, responses=NOT_FOUND)
 async def soft_delete_log(log_id: LogIdPath, runtime: RuntimeDep) -> AlertLogOut:
     async with runtime.transaction() as session:
         return AlertLogOut.model_validate(await AlertLogRepository(session).soft_delete(log_id))
 
 
-@logs.post("/{log_id}/restore", dependencies=WRITE)
+@logs.post("/{log_id}/restore", dependencies=WRITE, responses=NOT_FOUND)
 async def restore_log(log_id: LogIdPath, runtime: RuntimeDep) -> AlertLogOut:
     async with runtime.transaction() as session:
         return AlertLogOut.model_validate(await AlertLogRepository(session).restore(log_id))

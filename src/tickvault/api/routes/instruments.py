@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from tickvault.api.responses import COMMON, CONFLICT, NOT_FOUND, TOO_LARGE
 from tickvault.api.routes._paging import Cursor, Limit, id_cursor, show_id_cursor
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import (
@@ -17,11 +18,16 @@ from tickvault.api.security import READ, WRITE
 from tickvault.models import Instrument
 from tickvault.repositories.instruments import InstrumentRepository
 
-router = APIRouter(prefix="/instruments", tags=["instruments"])
+router = APIRouter(prefix="/instruments", tags=["instruments"], responses=COMMON)
 IdPath = Annotated[InstrumentId, Path(description="Instrument id.")]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=WRITE)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=WRITE,
+    responses={**CONFLICT, **TOO_LARGE},
+)
 async def create_instrument(body: InstrumentCreate, runtime: RuntimeDep) -> InstrumentOut:
     async with runtime.transaction() as session:
         instrument = await InstrumentRepository(session).add(Instrument(**body.model_dump()))
@@ -45,13 +51,13 @@ async def list_instruments(
         )
 
 
-@router.get("/{instrument_id}", dependencies=READ)
+@router.get("/{instrument_id}", dependencies=READ, responses=NOT_FOUND)
 async def get_instrument(instrument_id: IdPath, runtime: RuntimeDep) -> InstrumentOut:
     async with runtime.transaction() as session:
         return InstrumentOut.model_validate(await InstrumentRepository(session).get(instrument_id))
 
 
-@router.patch("/{instrument_id}", dependencies=WRITE)
+@router.patch("/{instrument_id}", dependencies=WRITE, responses={**NOT_FOUND, **TOO_LARGE})
 async def update_instrument(
     instrument_id: IdPath, body: InstrumentUpdate, runtime: RuntimeDep
 ) -> InstrumentOut:
@@ -66,7 +72,7 @@ async def update_instrument(
     "/{instrument_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=WRITE,
-    responses={409: {"description": "Ticks, rules or alert logs still refer to it."}},
+    responses={**NOT_FOUND, **CONFLICT},
 )
 async def delete_instrument(instrument_id: IdPath, runtime: RuntimeDep) -> Response:
     """Delete an instrument nothing refers to (one created by mistake). Anything that has

@@ -4,8 +4,9 @@ import io
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, UploadFile, status
+from fastapi import APIRouter, Path, Query, UploadFile
 
+from tickvault.api.responses import COMMON, NOT_FOUND, TOO_LARGE
 from tickvault.api.routes._paging import (
     Cursor,
     Limit,
@@ -32,7 +33,7 @@ from tickvault.repositories.bars import parse_interval
 from tickvault.repositories.market_data import MarketDataRepository
 from tickvault.services.readers import read_csv_stream
 
-router = APIRouter(prefix="/market-data", tags=["market data"])
+router = APIRouter(prefix="/market-data", tags=["market data"], responses=COMMON)
 TickIdPath = Annotated[RowId, Path(description="Tick id.")]
 InstrumentQuery = Annotated[InstrumentId, Query(description="Instrument id.")]
 Start = Annotated[UtcDatetime, Query(description="From (inclusive), ISO 8601 with a zone.")]
@@ -41,7 +42,7 @@ MAX_BARS = 100_000
 CSV_BATCH_SIZE = 10_000
 
 
-@router.post("", dependencies=WRITE)
+@router.post("", dependencies=WRITE, responses=TOO_LARGE)
 async def post_ticks(body: TickBatch, runtime: RuntimeDep) -> IngestResult:
     """Store a batch of ticks. Ticks that cannot be stored come back with their position
     and reason; the others are stored together (all or none at the database)."""
@@ -49,7 +50,7 @@ async def post_ticks(body: TickBatch, runtime: RuntimeDep) -> IngestResult:
     return IngestResult.model_validate(report)
 
 
-@router.post("/csv", dependencies=WRITE)
+@router.post("/csv", dependencies=WRITE, responses=TOO_LARGE)
 async def upload_csv(file: UploadFile, runtime: RuntimeDep) -> IngestResult:
     """Store the ticks of a CSV file with a header row (columns as in the JSON batch)."""
     name = file.filename or "upload.csv"
@@ -138,20 +139,20 @@ async def deleted_ticks(
         )
 
 
-@router.get("/{tick_id}", dependencies=READ)
+@router.get("/{tick_id}", dependencies=READ, responses=NOT_FOUND)
 async def get_tick(tick_id: TickIdPath, runtime: RuntimeDep) -> TickOut:
     async with runtime.transaction() as session:
         return TickOut.model_validate(await MarketDataRepository(session).get(tick_id))
 
 
-@router.delete("/{tick_id}", dependencies=WRITE)
+@router.delete("/{tick_id}", dependencies=WRITE, responses=NOT_FOUND)
 async def soft_delete_tick(tick_id: TickIdPath, runtime: RuntimeDep) -> TickOut:
     """Soft-delete a tick: hidden from every read until restored or purged."""
     async with runtime.transaction() as session:
         return TickOut.model_validate(await MarketDataRepository(session).soft_delete(tick_id))
 
 
-@router.post("/{tick_id}/restore", status_code=status.HTTP_200_OK, dependencies=WRITE)
+@router.post("/{tick_id}/restore", dependencies=WRITE, responses=NOT_FOUND)
 async def restore_tick(tick_id: TickIdPath, runtime: RuntimeDep) -> TickOut:
     async with runtime.transaction() as session:
         return TickOut.model_validate(await MarketDataRepository(session).restore(tick_id))

@@ -8,13 +8,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import DBAPIError
 
+from tickvault.api.responses import COMMON, NOT_FOUND
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import Health, round4
 from tickvault.api.security import READ
 from tickvault.monitoring.prometheus import render
 from tickvault.services import schema
 
-router = APIRouter(tags=["performance"])
+router = APIRouter(tags=["performance"], responses=COMMON)
 
 
 @router.get("/performance/metrics", dependencies=READ)
@@ -33,7 +34,7 @@ async def slow_queries(runtime: RuntimeDep) -> list[dict[str, Any]]:
     return [round4({**asdict(q), "timestamp": q.timestamp.isoformat()}) for q in reversed(log)]
 
 
-@router.get("/performance/tables/{table}", dependencies=READ)
+@router.get("/performance/tables/{table}", dependencies=READ, responses=NOT_FOUND)
 async def table_performance(
     table: Annotated[str, Path(max_length=128, description="A table in the database.")],
     runtime: RuntimeDep,
