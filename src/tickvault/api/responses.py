@@ -9,20 +9,25 @@ class Problem(BaseModel):
     detail: str
 
 
+Responses = dict[int | str, dict[str, Any]]
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description}
 
 
-UNREADABLE = {400: _error("The request body cannot be parsed.")}
-UNAUTHORIZED = {401: _error("Missing or wrong X-API-Key (when a key is configured).")}
-UNAVAILABLE = {503: _error("The database is unavailable (locked past the busy timeout, down).")}
-NOT_FOUND = {404: _error("No such row, or it is soft-deleted.")}
-CONFLICT = {409: _error("A unique value is taken, or RESTRICT: rows still refer to it.")}
-TOO_LARGE = {
+UNREADABLE: Responses = {400: _error("The request body cannot be parsed.")}
+UNAUTHORIZED: Responses = {401: _error("Missing or wrong X-API-Key (when a key is configured).")}
+UNAVAILABLE: Responses = {
+    503: _error("The database is unavailable (locked past the busy timeout, down).")
+}
+NOT_FOUND: Responses = {404: _error("No such row, or it is soft-deleted.")}
+CONFLICT: Responses = {409: _error("A unique value is taken, or RESTRICT: rows still refer to it.")}
+TOO_LARGE: Responses = {
     413: {
         "description": "The request body is over TICKVAULT_API_MAX_BODY_MB.",
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
 }
 # Every route: an unreadable body, the key (when configured), the database's availability.
-COMMON = {**UNREADABLE, **UNAUTHORIZED, **UNAVAILABLE}
+COMMON: Responses = {**UNREADABLE, **UNAUTHORIZED, **UNAVAILABLE}
