@@ -1,9 +1,12 @@
 """Engines and sessions as create_engine / create_session_factory set them up."""
 
-import pytest
-from sqlalchemy import text
+import asyncio
 
-from tickvault.database.engine import create_engine, create_session_factory
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tickvault.database.engine import create_engine, create_session_factory, write_session
 from tickvault.models import Instrument
 from tickvault.settings import get_settings
 
@@ -83,3 +86,28 @@ async def test_objects_stay_readable_after_commit(head_url: str) -> None:
         assert (instrument.id, instrument.symbol, instrument.currency) == (1, "ES", "USD")
     finally:
         await engine.dispose()
+
+
+async def _add_instrument(session_factory: async_sessionmaker[AsyncSession], symbol: str) -> None:
+    async with session_factory.begin() as session:
+        session.add(Instrument(symbol=symbol, name=symbol))
+
+
+async def test_a_unit_of_work_that_reads_then_writes_waits_its_turn(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A reads, another writer commits, A writes. With a plain BEGIN, SQLite fails A at
+    once ("database is locked": its snapshot is stale; checked by hand with
+    ``session_factory()`` here); write_session takes the lock at BEGIN, so the other
+    writer waits for A instead, and both land."""
+    await _add_instrument(session_factory, "FIRST")
+    session = write_session(session_factory)
+    async with session, session.begin():
+        assert await session.scalar(select(func.count()).select_from(Instrument)) == 1
+        other = asyncio.create_task(_add_instrument(session_factory, "OTHER"))
+        await asyncio.sleep(0.3)  # the other writer commits now, or waits for the lock
+        session.add(Instrument(symbol="MINE", name="mine"))
+    await other
+    async with session_factory() as check:
+        symbols = set(await check.scalars(select(Instrument.symbol)))
+    assert symbols == {"FIRST", "OTHER", "MINE"}

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tickvault.database.engine import write_session
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 from tickvault.services.market_data import MarketDataService
 from tickvault.settings import Settings
@@ -22,9 +23,13 @@ class Runtime:
     market_data: MarketDataService
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: committed when the block ends, rolled back if it raises."""
-        async with self.session_factory.begin() as session:
+    async def transaction(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """One unit of work: committed when the block ends, rolled back if it raises.
+
+        ``write=True`` for one that reads and then writes (see ``write_session``).
+        """
+        session = write_session(self.session_factory) if write else self.session_factory()
+        async with session, session.begin():
             yield session
 
 

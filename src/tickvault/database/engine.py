@@ -42,6 +42,21 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=TickvaultSession)
 
 
+WRITE_TRANSACTION = "tickvault_write_transaction"
+
+
+def write_session(session_factory: async_sessionmaker[AsyncSession]) -> AsyncSession:
+    """A session for a unit of work that reads and then writes.
+
+    On SQLite its transactions start with BEGIN IMMEDIATE, taking the write lock (waiting
+    up to the busy timeout) before the first read. A plain BEGIN would start as a reader,
+    and a reader whose snapshot another writer has moved past cannot become a writer: SQLite
+    answers "database is locked" at once, without waiting. PostgreSQL ignores the option.
+    """
+    engine: AsyncEngine = session_factory.kw["bind"]
+    return session_factory(bind=engine.execution_options(**{WRITE_TRANSACTION: True}))
+
+
 def _configure_sqlite(
     engine: AsyncEngine, *, is_file: bool, cache_size_mb: int, busy_timeout_ms: int
 ) -> None:
@@ -69,4 +84,5 @@ def _configure_sqlite(
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        immediate = connection.get_execution_options().get(WRITE_TRANSACTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickvault.database.bulk import TickRecord
+from tickvault.database.engine import write_session
 from tickvault.models import AlertLog, AlertRule, MarketData
 
 
@@ -65,7 +66,7 @@ class AlertService:
         """Check ``ticks`` (already stored, in time order) and write what fired or cleared."""
         instrument_ids = {tick[0] for tick in ticks}
         logs: list[AlertLog] = []
-        async with self.session_factory.begin() as session:
+        async with write_session(self.session_factory) as session, session.begin():
             rules = list(
                 await session.scalars(
                     select(AlertRule)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tickvault.database.engine import write_session
 from tickvault.models import AlertRule, Instrument
 
 # symbol, name, exchange, asset class, currency, a starting price
@@ -51,7 +52,7 @@ def demo_rules(instrument: Instrument, price: float) -> list[AlertRule]:
 
 async def seed_demo(session_factory: async_sessionmaker[AsyncSession]) -> SeedReport:
     """Add the demo instruments that are missing, each with its demo rules."""
-    async with session_factory.begin() as session:
+    async with write_session(session_factory) as session, session.begin():
         existing = set(await session.scalars(select(Instrument.symbol)))
         added: list[tuple[Instrument, float]] = []
         for symbol, name, exchange, asset_class, currency, price in DEMO_INSTRUMENTS:

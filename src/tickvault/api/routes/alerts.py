@@ -39,7 +39,7 @@ LogIdPath = Annotated[RowId, Path(description="Alert log id.")]
     responses={**NOT_FOUND, **TOO_LARGE},
 )
 async def create_rule(body: AlertRuleCreate, runtime: RuntimeDep) -> AlertRuleOut:
-    async with runtime.transaction() as session:
+    async with runtime.transaction(write=True) as session:
         await InstrumentRepository(session).get(body.instrument_id)  # 404 if unknown
         rule = await AlertRuleRepository(session).add(AlertRule(**body.model_dump()))
         return AlertRuleOut.model_validate(rule)
@@ -74,7 +74,7 @@ async def update_rule(
     rule_id: RuleIdPath, body: AlertRuleUpdate, runtime: RuntimeDep
 ) -> AlertRuleOut:
     """Change a rule's name, threshold, cooldown, or deactivate it (`{"is_active": false}`)."""
-    async with runtime.transaction() as session:
+    async with runtime.transaction(write=True) as session:
         rule = await AlertRuleRepository(session).update(
             rule_id, **body.model_dump(exclude_unset=True, exclude_none=True)
         )
@@ -89,7 +89,7 @@ async def update_rule(
 )
 async def delete_rule(rule_id: RuleIdPath, runtime: RuntimeDep) -> Response:
     """Delete a rule that never logged an alert; one with logs gets 409 (deactivate it)."""
-    async with runtime.transaction() as session:
+    async with runtime.transaction(write=True) as session:
         await AlertRuleRepository(session).delete(rule_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -130,18 +130,18 @@ async def update_delivery(
     log_id: LogIdPath, body: DeliveryUpdate, runtime: RuntimeDep
 ) -> AlertLogOut:
     """Record a delivery: `{"delivery_status": "sent"}` (or failed, or pending again)."""
-    async with runtime.transaction() as session:
+    async with runtime.transaction(write=True) as session:
         log = await AlertLogRepository(session).set_delivery_status(log_id, body.delivery_status)
         return AlertLogOut.model_validate(log)
 
 
 @logs.delete("/{log_id}", dependencies=WRITE, responses=NOT_FOUND)
 async def soft_delete_log(log_id: LogIdPath, runtime: RuntimeDep) -> AlertLogOut:
-    async with runtime.transaction() as session:
+    async with runtime.transaction(write=True) as session:
         return AlertLogOut.model_validate(await AlertLogRepository(session).soft_delete(log_id))
 
 
 @logs.post("/{log_id}/restore", dependencies=WRITE, responses=NOT_FOUND)
 async def restore_log(log_id: LogIdPath, runtime: RuntimeDep) -> AlertLogOut:
-    async with runtime.transaction() as session:
+    async with runtime.transaction(write=True) as session:
         return AlertLogOut.model_validate(await AlertLogRepository(session).restore(log_id))

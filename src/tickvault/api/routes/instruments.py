@@ -29,7 +29,7 @@ IdPath = Annotated[InstrumentId, Path(description="Instrument id.")]
     responses={**CONFLICT, **TOO_LARGE},
 )
 async def create_instrument(body: InstrumentCreate, runtime: RuntimeDep) -> InstrumentOut:
-    async with runtime.transaction() as session:
+    async with runtime.transaction(write=True) as session:
         instrument = await InstrumentRepository(session).add(Instrument(**body.model_dump()))
         return InstrumentOut.model_validate(instrument)
 
@@ -63,7 +63,7 @@ async def update_instrument(
 ) -> InstrumentOut:
     """Deactivate (`{"is_active": false}`) or reactivate an instrument: an inactive one's
     ticks are refused on ingest."""
-    async with runtime.transaction() as session:
+    async with runtime.transaction(write=True) as session:
         instrument = await InstrumentRepository(session).set_active(instrument_id, body.is_active)
         return InstrumentOut.model_validate(instrument)
 
@@ -77,6 +77,6 @@ async def update_instrument(
 async def delete_instrument(instrument_id: IdPath, runtime: RuntimeDep) -> Response:
     """Delete an instrument nothing refers to (one created by mistake). Anything that has
     ticks, rules or alert logs gets 409: deactivate it instead."""
-    async with runtime.transaction() as session:
+    async with runtime.transaction(write=True) as session:
         await InstrumentRepository(session).delete(instrument_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
