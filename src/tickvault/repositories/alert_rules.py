@@ -5,12 +5,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tickvault.errors import NotFoundError, StillReferenced, ValidationError
+from tickvault.errors import NotFoundError, ValidationError
 from tickvault.models import AlertRule
 from tickvault.repositories.base import (
     Page,
     by_id,
     check_limit,
+    delete_unreferenced,
     fetch_page,
     translated_integrity_errors,
 )
@@ -80,11 +81,4 @@ class AlertRuleRepository:
     async def delete(self, rule_id: int) -> None:
         """Delete a rule that never logged anything; otherwise ``StillReferenced``."""
         rule = await self.get(rule_id)
-        with translated_integrity_errors(
-            f"alert rule {rule_id}",
-            foreign_key=StillReferenced,
-            foreign_key_message="still has alert logs (soft-deleted ones count); "
-            "deactivate it instead",
-        ):
-            await self.session.delete(rule)
-            await self.session.flush()
+        await delete_unreferenced(self.session, rule, f"alert rule {rule_id}", "alert logs")

@@ -9,7 +9,7 @@ from sqlalchemy import Select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tickvault.errors import ConflictError, TickvaultError, ValidationError
+from tickvault.errors import ConflictError, StillReferenced, TickvaultError, ValidationError
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -65,3 +65,15 @@ def translated_integrity_errors(
         if "unique" in message or "duplicate key" in message:
             raise ConflictError(f"{what}: already exists") from exc
         raise
+
+
+async def delete_unreferenced(session: AsyncSession, row: Any, what: str, children: str) -> None:
+    """Delete ``row`` if nothing refers to it; RESTRICT refuses otherwise: StillReferenced."""
+    with translated_integrity_errors(
+        what,
+        foreign_key=StillReferenced,
+        foreign_key_message=f"still has {children} (soft-deleted ones count); "
+        "deactivate it instead",
+    ):
+        await session.delete(row)
+        await session.flush()

@@ -11,6 +11,7 @@ from tickvault.repositories.base import (
     Page,
     by_id,
     check_limit,
+    delete_unreferenced,
     fetch_page,
     translated_integrity_errors,
 )
@@ -78,11 +79,9 @@ class InstrumentRepository:
         too) refers to it: ``StillReferenced``; deactivate such an instrument instead.
         """
         instrument = await self.get(instrument_id)
-        with translated_integrity_errors(
+        await delete_unreferenced(
+            self.session,
+            instrument,
             f"instrument {instrument_id}",
-            foreign_key=StillReferenced,
-            foreign_key_message="still has ticks, alert rules or alert logs "
-            "(soft-deleted ones count); deactivate it instead",
-        ):
-            await self.session.delete(instrument)
-            await self.session.flush()
+            "ticks, alert rules or alert logs",
+        )

@@ -1,11 +1,16 @@
 """Cursors as the API shows them: opaque strings that say where the next page starts."""
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
+from pydantic import BaseModel
 
+from tickvault.api.schemas import Page
 from tickvault.errors import ValidationError
+from tickvault.repositories.base import Page as RepositoryPage
+
+M = TypeVar("M", bound=BaseModel)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Rows per page.")]
 Cursor = Annotated[
@@ -34,6 +39,17 @@ def time_cursor(cursor: str | None) -> tuple[datetime, int] | None:
     if when is None or when.tzinfo is None or id_cursor(row_id or "x") is None:
         raise ValidationError(f"cursor {cursor!r} is not one this API returned")
     return when.astimezone(UTC), int(row_id)
+
+
+def page_of(model: type[M], page: RepositoryPage[Any, Any]) -> Page[M]:
+    """A repository's page as the API shows it: ``model`` rows and a cursor string."""
+    cursor = page.next_cursor
+    return Page(
+        items=[model.model_validate(row) for row in page.items],
+        next_cursor=show_time_cursor(cursor)
+        if isinstance(cursor, tuple)
+        else show_id_cursor(cursor),
+    )
 
 
 def show_time_cursor(cursor: tuple[datetime, int] | None) -> str | None:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 
 from tickvault.api.responses import COMMON, CONFLICT, NOT_FOUND, TOO_LARGE
-from tickvault.api.routes._paging import Cursor, Limit, id_cursor, show_id_cursor
+from tickvault.api.routes._paging import Cursor, Limit, id_cursor, page_of
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import (
     AlertLogOut,
@@ -57,10 +57,7 @@ async def list_rules(
         page = await AlertRuleRepository(session).find(
             instrument_id=instrument_id, active=active, limit=limit, after_id=id_cursor(cursor)
         )
-        return Page(
-            items=[AlertRuleOut.model_validate(r) for r in page.items],
-            next_cursor=show_id_cursor(page.next_cursor),
-        )
+        return page_of(AlertRuleOut, page)
 
 
 @rules.get("/{rule_id}", dependencies=READ, responses=NOT_FOUND)
@@ -113,10 +110,7 @@ async def list_logs(
         page = await AlertLogRepository(session).find(
             where, limit=limit, after_id=id_cursor(cursor), deleted=deleted
         )
-        return Page(
-            items=[AlertLogOut.model_validate(log) for log in page.items],
-            next_cursor=show_id_cursor(page.next_cursor),
-        )
+        return page_of(AlertLogOut, page)
 
 
 @logs.get("/{log_id}", dependencies=READ, responses=NOT_FOUND)

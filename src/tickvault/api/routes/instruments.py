@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from tickvault.api.responses import COMMON, CONFLICT, NOT_FOUND, TOO_LARGE
-from tickvault.api.routes._paging import Cursor, Limit, id_cursor, show_id_cursor
+from tickvault.api.routes._paging import Cursor, Limit, id_cursor, page_of
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import (
     InstrumentCreate,
@@ -45,10 +45,7 @@ async def list_instruments(
         page = await InstrumentRepository(session).find(
             active=active, limit=limit, after_id=id_cursor(cursor)
         )
-        return Page(
-            items=[InstrumentOut.model_validate(i) for i in page.items],
-            next_cursor=show_id_cursor(page.next_cursor),
-        )
+        return page_of(InstrumentOut, page)
 
 
 @router.get("/{instrument_id}", dependencies=READ, responses=NOT_FOUND)

@@ -7,14 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, UploadFile
 
 from tickvault.api.responses import COMMON, NOT_FOUND, TOO_LARGE
-from tickvault.api.routes._paging import (
-    Cursor,
-    Limit,
-    id_cursor,
-    show_id_cursor,
-    show_time_cursor,
-    time_cursor,
-)
+from tickvault.api.routes._paging import Cursor, Limit, id_cursor, page_of, time_cursor
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import (
     BarOut,
@@ -97,10 +90,7 @@ async def tick_range(
             after=time_cursor(cursor),
             include_deleted=include_deleted,
         )
-        return Page(
-            items=[TickOut.model_validate(t) for t in page.items],
-            next_cursor=show_time_cursor(page.next_cursor),
-        )
+        return page_of(TickOut, page)
 
 
 @router.get("/ohlcv", dependencies=READ)
@@ -133,10 +123,7 @@ async def deleted_ticks(
         page = await MarketDataRepository(session).find_deleted(
             instrument_id=instrument_id, limit=limit, after_id=id_cursor(cursor)
         )
-        return Page(
-            items=[TickOut.model_validate(t) for t in page.items],
-            next_cursor=show_id_cursor(page.next_cursor),
-        )
+        return page_of(TickOut, page)
 
 
 @router.get("/{tick_id}", dependencies=READ, responses=NOT_FOUND)
