@@ -27,7 +27,11 @@ class TickValidator:
         self.symbols = symbols
 
     def __call__(self, row: Mapping[str, Any]) -> TickRecord:
-        return (self._instrument(row), *tick_values(row))
+        # The common case inline: an integer id of an active instrument.
+        instrument_id = row.get("instrument_id")
+        if instrument_id.__class__ is not int or self.instruments.get(instrument_id) is not True:
+            instrument_id = self._instrument(row)
+        return (instrument_id, *tick_values(row))
 
     def _instrument(self, row: Mapping[str, Any]) -> int:
         key = instrument_key(row)
@@ -65,19 +69,29 @@ def instrument_key(row: Mapping[str, Any]) -> int | str:
 
 def tick_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """Everything but the instrument, checked: (timestamp, 6 prices, volume)."""
-    timestamp = _timestamp(row.get("timestamp"))
-    prices = []
-    for name in PRICE_FIELDS:
-        value = row.get(name)
-        # The common case, inline: a float already in range (NaN fails the comparison).
-        if value is None or (value.__class__ is float and -PRICE_LIMIT <= value <= PRICE_LIMIT):
-            prices.append(value)
-        else:
-            prices.append(_price(name, value))
+    get = row.get
+    timestamp = _timestamp(get("timestamp"))
+    prices = [
+        get("price"),
+        get("bid"),
+        get("ask"),
+        get("open_price"),
+        get("high_price"),
+        get("low_price"),
+    ]  # fmt: skip  (PRICE_FIELDS, spelled out: a comprehension costs a frame per row)
+    for i, value in enumerate(prices):
+        # The common case inline: a float already in range (NaN fails the comparison).
+        if not (
+            value is None or (value.__class__ is float and -PRICE_LIMIT <= value <= PRICE_LIMIT)
+        ):
+            prices[i] = _price(PRICE_FIELDS[i], value)
     high, low = prices[4], prices[5]
     if high is not None and low is not None and high < low:
         raise RowError(f"high_price {high} is below low_price {low}")
-    return (timestamp, *prices, _volume(row.get("volume")))
+    volume = get("volume")
+    if volume.__class__ is not int or not 0 <= volume <= MAX_VOLUME:
+        volume = _volume(volume)
+    return (timestamp, *prices, volume)
 
 
 def _timestamp(value: Any) -> datetime:
