@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ run: setup
 # PostgreSQL tests run when TICKVAULT_TEST_POSTGRES_URL is set (see README).
 test: setup
 	$(BIN)/pytest
+
+# The original performance claims, measured (docs/benchmarks.md). PostgreSQL too when
+# TICKVAULT_BENCH_POSTGRES_URL names a server where the user may create databases.
+bench: setup
+	$(BIN)/tickvault bench --output bench-results
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -8,6 +8,7 @@
     tickvault purge --older-than 30d [--dry-run]       hard-delete old soft-deleted rows
     tickvault monitor                                  a live view of a running service
     tickvault analyze TABLE                            a table's size and index usage
+    tickvault bench [--quick]                          the original performance claims, measured
 
 Every command that opens the database reads ``TICKVAULT_DATABASE_URL`` and takes
 ``--database-url``.
@@ -15,7 +16,7 @@ Every command that opens the database reads ``TICKVAULT_DATABASE_URL`` and takes
 
 import typer
 
-from tickvault.cli import data, service
+from tickvault.cli import bench, data, service
 from tickvault.cli import monitor as monitor_commands
 from tickvault.cli.db import db_app
 
@@ -28,6 +29,7 @@ app.add_typer(db_app, name="db")
 service.register(app)
 data.register(app)
 monitor_commands.register(app)
+bench.register(app)
 
 
 def main() -> None:
