@@ -162,8 +162,8 @@ class MarketDataService:
         # two batches are in memory; batches are still written one at a time, in order.
         writing: asyncio.Task[None] | None = None
         try:
-            # Rows come in chunks so that the per-row loop stays synchronous (an async
-            # iteration per row costs as much as a third of the validation).
+            # Rows come in chunks: the per-row loop is plain synchronous code, whether the
+            # input is an iterable or an async iterable.
             async for chunk in _chunks(rows, CHUNK_ROWS):
                 if writing is not None:
                     # Give the pending write its turn: each of its steps (BEGIN, the
