@@ -36,7 +36,9 @@ async def _stored(sessions: Sessions) -> list[tuple[Any, ...]]:
         rows = await session.execute(
             select(
                 MarketData.instrument_id, MarketData.timestamp, MarketData.price, MarketData.volume
-            ).order_by(MarketData.id)
+            # Time order: on PostgreSQL two batches are written at once, so ids of
+            # different batches may interleave.
+            ).order_by(MarketData.timestamp, MarketData.id)
         )
         return [tuple(r) for r in rows]
 

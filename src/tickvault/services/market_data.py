@@ -10,7 +10,9 @@
 A bad row never stops the good ones: it is refused with its position (0-based, in input
 order) and reason. Each batch is written atomically (COPY on PostgreSQL, one executemany
 transaction on SQLite); a batch the database refuses leaves none of its rows, and the
-report lists it. Memory stays flat whatever the input's length.
+report lists it. On PostgreSQL two batches are written at once (on two connections), so
+they may commit out of order; alert rules still see them in input order. Memory stays flat
+whatever the input's length (at most three batches are held).
 """
 
 import asyncio
@@ -41,6 +43,10 @@ DEFAULT_BATCH_SIZE = 10_000
 MARKET_DATA: Table = MarketData.__table__  # type: ignore[assignment]
 MAX_REJECTIONS_KEPT = 10_000
 CHUNK_ROWS = 100  # rows validated between turns of a pending write
+# Batches written at once on PostgreSQL. Two COPYs on two connections doubled nothing on the
+# client but let the server use both cores of the development machine: 1.5x the rows/s of
+# one (benchmarks/ingest.py; docs/benchmarks.md).
+POSTGRES_WRITERS = 2
 
 
 @dataclass(frozen=True)
@@ -157,17 +163,20 @@ class MarketDataService:
         batch: list[TickRecord] = []
         first_position = 0
         position = -1
-        # One batch is written while the next is validated: the driver works (SQLite in
-        # aiosqlite's thread, PostgreSQL on the server) while Python checks rows. At most
-        # two batches are in memory; batches are still written one at a time, in order.
-        writing: asyncio.Task[None] | None = None
+        # Batches are written while the next is validated: the driver works (SQLite in
+        # aiosqlite's thread, PostgreSQL on the server) while Python checks rows. PostgreSQL
+        # takes two batches at once on two connections, one server process each; SQLite has
+        # one writer, so one at a time there. Each batch stays all-or-nothing, and alert
+        # rules see the batches in input order (each write waits for the one before).
+        writers = POSTGRES_WRITERS if self.engine.dialect.name == "postgresql" else 1
+        pending: list[asyncio.Task[None]] = []
         try:
             # Rows come in chunks: the per-row loop is plain synchronous code, whether the
             # input is an iterable or an async iterable.
             async for chunk in _chunks(rows, CHUNK_ROWS):
-                if writing is not None:
-                    # Give the pending write its turn: each of its steps (BEGIN, the
-                    # executemany, COMMIT) needs the event loop to move on.
+                if pending:
+                    # Give the pending writes their turn: each of their steps (BEGIN, the
+                    # executemany or COPY, COMMIT) needs the event loop to move on.
                     await asyncio.sleep(0)
                 for row in chunk:
                     position += 1
@@ -182,23 +191,31 @@ class MarketDataService:
                     if len(batch) == 1:
                         first_position = position
                     if len(batch) >= batch_size:
-                        if writing is not None:
-                            await writing
-                        writing = asyncio.create_task(
-                            self._write(report, batch, first_position, position)
+                        if len(pending) >= writers:
+                            await pending.pop(0)
+                        previous = pending[-1] if pending else None
+                        pending.append(
+                            asyncio.create_task(
+                                self._write(report, batch, first_position, position, previous)
+                            )
                         )
                         await asyncio.sleep(0)  # let the write start before validating on
                         batch = []
-            if writing is not None:
-                await writing
-                writing = None
             if batch:
-                await self._write(report, batch, first_position, position)
+                previous = pending[-1] if pending else None
+                pending.append(
+                    asyncio.create_task(
+                        self._write(report, batch, first_position, position, previous)
+                    )
+                )
+            while pending:
+                await pending.pop(0)
         finally:
-            if writing is not None and not writing.done():
-                writing.cancel()
+            for task in pending:
+                task.cancel()
+            for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await writing
+                    await task
         return report
 
     async def _validator(self, session: AsyncSession) -> TickValidator:
@@ -211,16 +228,26 @@ class MarketDataService:
         )
 
     async def _write(
-        self, report: IngestReport, batch: list[TickRecord], first: int, last: int
+        self,
+        report: IngestReport,
+        batch: list[TickRecord],
+        first: int,
+        last: int,
+        previous: "asyncio.Task[None] | None",
     ) -> None:
         report.batches += 1
         try:
             await write_ticks(self.engine, batch)
         except (DBAPIError, asyncpg.PostgresError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            report.failed_batches.append(BatchFailure(first, last, len(batch), reason))
+            failure = BatchFailure(first, last, len(batch), reason)
+            if previous is not None:
+                await previous  # failures listed in input order too
+            report.failed_batches.append(failure)
             report.rejected += len(batch)
             return
+        if previous is not None:
+            await previous
         report.accepted += len(batch)
         if self.alerts is not None:
             report.alerts += len(await self.alerts.evaluate(sorted(batch, key=_timestamp_of)))
