@@ -4,15 +4,16 @@ In one run, on a throwaway database per engine (head schema, 50 instruments):
 
 1. bulk: ``MarketDataService.ingest`` (validation and the monitor on) vs the raw driver
    writing the same rows (asyncpg ``copy_records_to_table``; sqlite3 ``executemany`` in one
-   transaction) vs SQLAlchemy ORM ``add_all`` (fewer rows: it is the slow path); rows/s and
-   the ratios (goals: >= 0.8x raw, >= 10x ORM);
+   transaction, the connection configured as tickvault's own), alternating, medians of
+   ``--repeat`` rounds; vs SQLAlchemy ORM ``add_all`` (fewer rows: it is the slow path);
+   rows/s and the ratios (goals: >= 0.8x raw, >= 10x ORM);
 2. single: ``insert_market_data`` vs plain async ORM ``add`` + ``commit``, p50 and p99 over
    N ticks, alternating (goal: ratio <= 1.0);
 3. latest: ``MarketDataRepository.latest`` for 50 instruments on the filled table;
 4. memory: peak RSS of a separate process ingesting a CSV file of N rows (goal < 300 MB).
 
-    python benchmarks/ingest.py --bulk 1000000 --single 5000 --latest-rows 5000000 \
-        --csv-rows 5000000 --postgres-url postgresql://postgres@127.0.0.1/test
+    python benchmarks/ingest.py --bulk 1000000 --repeat 3 --single 5000 \
+        --latest-rows 5000000 --csv-rows 5000000 --postgres-url postgresql://postgres@127.0.0.1/test
 """
 
 import argparse
@@ -240,10 +241,12 @@ def peak_rss_mb(url: str, rows: int, folder: Path) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bulk", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="raw/ingest rounds (median)")
     parser.add_argument("--orm", type=int, default=200_000, help="rows for the ORM path")
     parser.add_argument("--single", type=int, default=5_000)
     parser.add_argument("--latest-rows", type=int, default=5_000_000)
     parser.add_argument("--csv-rows", type=int, default=5_000_000)
+    parser.add_argument("--only-bulk", action="store_true", help="the bulk comparison only")
     parser.add_argument("--postgres-url")
     args = parser.parse_args()
     rows = ticks(args.bulk)
@@ -254,16 +257,25 @@ def main() -> None:
             tempfile.TemporaryDirectory() as folder,
         ):
             schema.upgrade(url)
-            asyncio.run(reset(url))
-            raw = asyncio.run(raw_driver(url, rows))
-            asyncio.run(reset(url))
-            ours = asyncio.run(tickvault_ingest(url, rows))
+            raws, ours = [], []
+            for _ in range(args.repeat):  # alternating, so drift hits both sides alike
+                asyncio.run(reset(url))
+                raws.append(asyncio.run(raw_driver(url, rows)))
+                asyncio.run(reset(url))
+                ours.append(asyncio.run(tickvault_ingest(url, rows)))
+            raw, mine = statistics.median(raws), statistics.median(ours)
+            rounds = [round(o / r, 2) for o, r in zip(ours, raws, strict=True)]
             asyncio.run(reset(url))
             orm = asyncio.run(orm_add_all(url, rows[: args.orm]))
             print(
-                f"{engine_name}: bulk raw {raw:,.0f}, ingest {ours:,.0f}, ORM {orm:,.0f} rows/s",
+                f"{engine_name}: bulk raw {raw:,.0f}, ingest {mine:,.0f} rows/s (medians of "
+                f"{args.repeat}; ratio per round {rounds}), "
+                f"ORM {orm:,.0f} rows/s",
                 flush=True,
             )
+            if args.only_bulk:
+                lines.append((engine_name, raw, mine, orm, None, None, None))
+                continue
             asyncio.run(reset(url))
             times = asyncio.run(single_latency(url, args.single))
             p = {
@@ -289,16 +301,18 @@ def main() -> None:
                 f"peak RSS {rss} MB",
                 flush=True,
             )
-            lines.append((engine_name, raw, ours, orm, p, latest, rss))
+            lines.append((engine_name, raw, mine, orm, p, latest, rss))
     print(
         "\nengine      ingest/raw  ingest/ORM  single p50 ratio  p99 ratio  latest ms  peak RSS MB"
     )
-    for name, raw, ours, orm, p, latest, rss in lines:
-        print(
-            f"{name:<12}{ours / raw:>9.2f}x{ours / orm:>11.1f}x"
+    for name, raw, mine, orm, p, latest, rss in lines:
+        single = (
             f"{p['service'][0] / p['orm'][0]:>17.2f}{p['service'][1] / p['orm'][1]:>11.2f}"
             f"{latest:>11.1f}{rss:>13}"
+            if p
+            else ""
         )
+        print(f"{name:<12}{mine / raw:>9.2f}x{mine / orm:>11.1f}x{single}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from sqlalchemy import text
 from tickvault.bench.cases import percentiles
 from tickvault.bench.data import INSTRUMENTS
 from tickvault.database.engine import create_engine, create_session_factory
+from tickvault.services.alerts import AlertService
 from tickvault.services.market_data import MarketDataService
 
 # Load ticks are stamped after everything else, so they never collide with other cases.
@@ -98,7 +99,9 @@ async def through_service(url: str, writers: int, seconds: float, offset: int) -
     """``writers`` tasks calling ``insert_market_data`` in a loop for ``seconds``."""
     before = await count_ticks(url)
     engine = create_engine(url, pool_size=max(5, writers))
-    service = MarketDataService(create_session_factory(engine))
+    sessions = create_session_factory(engine)
+    # With alert rules evaluated, as the API's service does: the two paths differ by HTTP.
+    service = MarketDataService(sessions, alerts=AlertService(sessions))
     result = LoadResult(writers, seconds)
     ticks = _Ticks(offset)
     deadline = time.perf_counter() + seconds
