@@ -32,15 +32,12 @@ async def service(session_factory: Sessions) -> MarketDataService:
 
 
 async def _stored(sessions: Sessions) -> list[tuple[Any, ...]]:
+    """In time order: on PostgreSQL two batches are written at once, so the ids of
+    different batches may interleave."""
     async with sessions() as session:
         rows = await session.execute(
             select(
-                MarketData.instrument_id,
-                MarketData.timestamp,
-                MarketData.price,
-                MarketData.volume,
-                # Time order: on PostgreSQL two batches are written at once, so ids of
-                # different batches may interleave.
+                MarketData.instrument_id, MarketData.timestamp, MarketData.price, MarketData.volume
             ).order_by(MarketData.timestamp, MarketData.id)
         )
         return [tuple(r) for r in rows]
