@@ -6,7 +6,12 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tickvault.database.engine import create_engine, create_session_factory, write_session
+from tickvault.database.engine import (
+    create_engine,
+    create_session_factory,
+    write_session,
+    write_transaction,
+)
 from tickvault.models import Instrument
 from tickvault.settings import get_settings
 
@@ -101,8 +106,7 @@ async def test_a_unit_of_work_that_reads_then_writes_waits_its_turn(
     ``session_factory()`` here); write_session takes the lock at BEGIN, so the other
     writer waits for A instead, and both land."""
     await _add_instrument(session_factory, "FIRST")
-    session = write_session(session_factory)
-    async with session, session.begin():
+    async with write_session(session_factory) as session:
         assert await session.scalar(select(func.count()).select_from(Instrument)) == 1
         other = asyncio.create_task(_add_instrument(session_factory, "OTHER"))
         await asyncio.sleep(0.3)  # the other writer commits now, or waits for the lock
@@ -111,3 +115,29 @@ async def test_a_unit_of_work_that_reads_then_writes_waits_its_turn(
     async with session_factory() as check:
         symbols = set(await check.scalars(select(Instrument.symbol)))
     assert symbols == {"FIRST", "OTHER", "MINE"}
+
+
+async def test_writers_of_one_process_queue_instead_of_timing_out(
+    head_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no busy timeout at all, 20 concurrent write transactions would fail with
+    "database is locked" on SQLite; write_transaction queues them in the process."""
+    monkeypatch.setenv("TICKVAULT_SQLITE_BUSY_TIMEOUT_MS", "0")
+    get_settings.cache_clear()
+    engine = create_engine(head_url)
+    try:
+
+        async def add(n: int) -> None:
+            async with write_transaction(engine) as connection:
+                await connection.execute(
+                    text("INSERT INTO instruments (symbol, name) VALUES (:s, :s)"), {"s": f"Q{n}"}
+                )
+                await asyncio.sleep(0.01)  # hold the transaction open a moment
+
+        await asyncio.gather(*(add(n) for n in range(20)))
+        async with engine.connect() as connection:
+            count = await connection.scalar(text("SELECT count(*) FROM instruments"))
+        assert count == 20
+    finally:
+        await engine.dispose()
+        get_settings.cache_clear()

@@ -28,8 +28,11 @@ class Runtime:
 
         ``write=True`` for one that reads and then writes (see ``write_session``).
         """
-        session = write_session(self.session_factory) if write else self.session_factory()
-        async with session, session.begin():
+        if write:
+            async with write_session(self.session_factory) as session:
+                yield session
+            return
+        async with self.session_factory.begin() as session:
             yield session
 
 

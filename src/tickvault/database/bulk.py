@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tickvault.database.engine import write_transaction
 from tickvault.monitoring.capture import measured
 
 TICK_COLUMNS = (
@@ -47,5 +48,5 @@ async def write_ticks(engine: AsyncEngine, records: Sequence[TickRecord]) -> Non
                 )
         return
     rows = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records]
-    async with engine.begin() as connection:
+    async with write_transaction(engine) as connection:
         await connection.exec_driver_sql(_SQLITE_INSERT, rows)

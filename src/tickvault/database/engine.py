@@ -6,11 +6,15 @@ SQLAlchemy emits BEGIN itself on SQLite, so DDL is transactional (a failed migra
 leaves nothing behind) — the recipe from SQLAlchemy's SQLite dialect docs.
 """
 
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from tickvault.database.session import TickvaultSession
@@ -43,18 +47,50 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
 
 
 WRITE_TRANSACTION = "tickvault_write_transaction"
+# One asyncio lock per SQLite database (keyed by its pool), taken around every write
+# transaction this process runs on it.
+_WRITE_LOCKS: "weakref.WeakKeyDictionary[Any, asyncio.Lock]" = weakref.WeakKeyDictionary()
 
 
-def write_session(session_factory: async_sessionmaker[AsyncSession]) -> AsyncSession:
-    """A session for a unit of work that reads and then writes.
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction that writes, committed when the block ends.
 
-    On SQLite its transactions start with BEGIN IMMEDIATE, taking the write lock (waiting
-    up to the busy timeout) before the first read. A plain BEGIN would start as a reader,
-    and a reader whose snapshot another writer has moved past cannot become a writer: SQLite
-    answers "database is locked" at once, without waiting. PostgreSQL ignores the option.
+    SQLite has one writer at a time. Left to its busy timeout, concurrent writers poll for
+    the lock with growing sleeps: under a few dozen of them the unlucky ones wait past the
+    timeout and get "database is locked". So on SQLite this process's writers queue on an
+    asyncio lock, in order, and each transaction starts with BEGIN IMMEDIATE (taking the
+    write lock before its first read: a deferred transaction whose read snapshot another
+    writer has moved past fails at once, without waiting). The busy timeout still covers
+    writers in other processes. PostgreSQL needs neither.
     """
+    async with (
+        _write_lock(engine),
+        engine.execution_options(**{WRITE_TRANSACTION: True}).begin() as connection,
+    ):
+        yield connection
+
+
+@asynccontextmanager
+async def write_session(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction that reads and then writes (see ``write_transaction``),
+    committed when the block ends, rolled back if it raises."""
     engine: AsyncEngine = session_factory.kw["bind"]
-    return session_factory(bind=engine.execution_options(**{WRITE_TRANSACTION: True}))
+    session = session_factory(bind=engine.execution_options(**{WRITE_TRANSACTION: True}))
+    async with _write_lock(engine), session, session.begin():
+        yield session
+
+
+def _write_lock(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    pool = engine.sync_engine.pool
+    lock = _WRITE_LOCKS.get(pool)
+    if lock is None:
+        lock = _WRITE_LOCKS[pool] = asyncio.Lock()
+    return lock
 
 
 def _configure_sqlite(

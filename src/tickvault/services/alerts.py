@@ -66,7 +66,7 @@ class AlertService:
         """Check ``ticks`` (already stored, in time order) and write what fired or cleared."""
         instrument_ids = {tick[0] for tick in ticks}
         logs: list[AlertLog] = []
-        async with write_session(self.session_factory) as session, session.begin():
+        async with write_session(self.session_factory) as session:
             rules = list(
                 await session.scalars(
                     select(AlertRule)

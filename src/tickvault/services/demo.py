@@ -52,7 +52,7 @@ def demo_rules(instrument: Instrument, price: float) -> list[AlertRule]:
 
 async def seed_demo(session_factory: async_sessionmaker[AsyncSession]) -> SeedReport:
     """Add the demo instruments that are missing, each with its demo rules."""
-    async with write_session(session_factory) as session, session.begin():
+    async with write_session(session_factory) as session:
         existing = set(await session.scalars(select(Instrument.symbol)))
         added: list[tuple[Instrument, float]] = []
         for symbol, name, exchange, asset_class, currency, price in DEMO_INSTRUMENTS:

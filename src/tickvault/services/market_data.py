@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from tickvault.database.bulk import TICK_COLUMNS, TickRecord, write_ticks
+from tickvault.database.engine import write_transaction
 from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.alerts import AlertService
@@ -120,7 +121,7 @@ class MarketDataService:
             .returning(MarketData.id, MarketData.instrument_id)
         )
         # A Core statement on a connection: the ORM's unit of work has nothing to track here.
-        async with self.engine.begin() as connection:
+        async with write_transaction(self.engine) as connection:
             row = (await connection.execute(statement)).first()
             if row is None:
                 raise ValidationError(await self._why_not_stored(connection, key))
