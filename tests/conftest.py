@@ -5,15 +5,13 @@
 those tests are skipped, unless ``TICKVAULT_REQUIRE_POSTGRES=1`` (CI), which fails them.
 """
 
-import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tickvault.database.admin import create_database, drop_database
+from tickvault.bench.data import throwaway
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.services import schema
 
@@ -36,13 +34,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/tickvault-test.db"
         return
-    admin_url = postgres_admin_url()
-    name = f"tickvault_test_{uuid.uuid4().hex[:12]}"
-    url = asyncio.run(create_database(admin_url, name))
-    try:
+    with throwaway("postgresql", postgres_admin_url()) as url:
         yield url
-    finally:
-        asyncio.run(drop_database(admin_url, name))
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import asyncio
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +14,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.conftest import ENGINES, postgres_admin_url
 from tickvault.api import create_app
-from tickvault.database.admin import create_database, drop_database
+from tickvault.bench.data import throwaway
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.services import schema as migrations
 from tickvault.services.demo import seed_demo
@@ -49,19 +48,10 @@ async def _populate(url: str) -> None:
 
 
 @pytest.fixture(scope="module", params=ENGINES)
-def live_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def live_server(request: pytest.FixtureRequest) -> Iterator[str]:
     """A populated database at head, served over HTTP for the whole module."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('fuzz')}/tickvault.db"
-        drop = None
-    else:
-        admin_url = postgres_admin_url()
-        name = f"tickvault_fuzz_{uuid.uuid4().hex[:12]}"
-        url = asyncio.run(create_database(admin_url, name))
-        drop = (admin_url, name)
-    try:
+    admin_url = postgres_admin_url() if request.param == "postgresql" else None
+    with throwaway(request.param, admin_url) as url:
         migrations.upgrade(url, "head")
         asyncio.run(_populate(url))
         port = _free_port()
@@ -80,9 +70,6 @@ def live_server(
         finally:
             server.should_exit = True
             thread.join(timeout=30)
-    finally:
-        if drop is not None:
-            asyncio.run(drop_database(*drop))
 
 
 # The schema is the app's own; the cases go to the live server of each engine.

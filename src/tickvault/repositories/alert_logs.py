@@ -8,15 +8,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tickvault.database.session import INCLUDE_DELETED
 from tickvault.database.types import utcnow
-from tickvault.errors import NotFoundError, ValidationError
+from tickvault.errors import ValidationError
 from tickvault.models import AlertLog
 from tickvault.models.alert_logs import DELIVERY_STATUSES, FIRED_STATUSES
 from tickvault.repositories.base import (
     Page,
+    add_row,
     by_id,
     check_limit,
     fetch_page,
-    translated_integrity_errors,
+    get_row,
 )
 
 
@@ -47,22 +48,18 @@ class AlertLogRepository:
         self.session = session
 
     async def add(self, log: AlertLog) -> AlertLog:
-        with translated_integrity_errors(
+        return await add_row(
+            self.session,
+            log,
             "alert log",
             foreign_key=ValidationError,
             foreign_key_message=f"rule {log.rule_id} or instrument {log.instrument_id} is missing",
-        ):
-            self.session.add(log)
-            await self.session.flush()
-        return log
+        )
 
     async def get(self, log_id: int, *, include_deleted: bool = False) -> AlertLog:
-        log = await self.session.get(
-            AlertLog, log_id, execution_options={INCLUDE_DELETED: include_deleted}
+        return await get_row(
+            self.session, AlertLog, log_id, "alert log", include_deleted=include_deleted
         )
-        if log is None:
-            raise NotFoundError(f"alert log {log_id} not found")
-        return log
 
     async def find(
         self,

@@ -5,15 +5,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tickvault.errors import NotFoundError, ValidationError
+from tickvault.errors import ValidationError
 from tickvault.models import AlertRule
 from tickvault.repositories.base import (
     Page,
+    add_row,
     by_id,
     check_limit,
     delete_unreferenced,
     fetch_page,
-    translated_integrity_errors,
+    get_row,
 )
 
 UPDATABLE = frozenset({"name", "threshold", "cooldown_seconds", "is_active"})
@@ -24,20 +25,16 @@ class AlertRuleRepository:
         self.session = session
 
     async def add(self, rule: AlertRule) -> AlertRule:
-        with translated_integrity_errors(
+        return await add_row(
+            self.session,
+            rule,
             f"alert rule {rule.name!r}",
             foreign_key=ValidationError,
             foreign_key_message=f"instrument {rule.instrument_id} does not exist",
-        ):
-            self.session.add(rule)
-            await self.session.flush()
-        return rule
+        )
 
     async def get(self, rule_id: int) -> AlertRule:
-        rule = await self.session.get(AlertRule, rule_id)
-        if rule is None:
-            raise NotFoundError(f"alert rule {rule_id} not found")
-        return rule
+        return await get_row(self.session, AlertRule, rule_id, "alert rule")
 
     async def active_for(self, instrument_ids: set[int]) -> list[AlertRule]:
         query = select(AlertRule).where(

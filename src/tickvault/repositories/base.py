@@ -9,7 +9,14 @@ from sqlalchemy import Select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tickvault.errors import ConflictError, StillReferenced, TickvaultError, ValidationError
+from tickvault.database.session import INCLUDE_DELETED
+from tickvault.errors import (
+    ConflictError,
+    NotFoundError,
+    StillReferenced,
+    TickvaultError,
+    ValidationError,
+)
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -40,6 +47,34 @@ async def fetch_page(
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, cursor_of(rows[-1]) if more else None)
+
+
+async def add_row(
+    session: AsyncSession,
+    row: T,
+    what: str,
+    *,
+    foreign_key: type[TickvaultError],
+    foreign_key_message: str,
+) -> T:
+    """Add and flush ``row``; constraint errors come back as tickvault errors naming it."""
+    with translated_integrity_errors(
+        what, foreign_key=foreign_key, foreign_key_message=foreign_key_message
+    ):
+        session.add(row)
+        await session.flush()
+    return row
+
+
+async def get_row(
+    session: AsyncSession, model: type[T], row_id: int, what: str, *, include_deleted: bool = False
+) -> T:
+    """The row with ``row_id``, or ``NotFoundError`` (soft-deleted rows count as missing
+    unless ``include_deleted``)."""
+    row = await session.get(model, row_id, execution_options={INCLUDE_DELETED: include_deleted})
+    if row is None:
+        raise NotFoundError(f"{what} {row_id} not found")
+    return row
 
 
 def by_id(row: Any) -> int:

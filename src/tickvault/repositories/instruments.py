@@ -9,11 +9,12 @@ from tickvault.errors import NotFoundError, StillReferenced
 from tickvault.models import Instrument
 from tickvault.repositories.base import (
     Page,
+    add_row,
     by_id,
     check_limit,
     delete_unreferenced,
     fetch_page,
-    translated_integrity_errors,
+    get_row,
 )
 
 
@@ -22,20 +23,16 @@ class InstrumentRepository:
         self.session = session
 
     async def add(self, instrument: Instrument) -> Instrument:
-        with translated_integrity_errors(
+        return await add_row(
+            self.session,
+            instrument,
             f"instrument {instrument.symbol!r}",
             foreign_key=StillReferenced,
             foreign_key_message="refers to a missing row",
-        ):
-            self.session.add(instrument)
-            await self.session.flush()
-        return instrument
+        )
 
     async def get(self, instrument_id: int) -> Instrument:
-        instrument = await self.session.get(Instrument, instrument_id)
-        if instrument is None:
-            raise NotFoundError(f"instrument {instrument_id} not found")
-        return instrument
+        return await get_row(self.session, Instrument, instrument_id, "instrument")
 
     async def get_by_symbol(self, symbol: str) -> Instrument:
         query = select(Instrument).where(Instrument.symbol == symbol)

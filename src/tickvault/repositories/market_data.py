@@ -13,15 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from tickvault.database.session import INCLUDE_DELETED
-from tickvault.errors import NotFoundError, ValidationError
+from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.repositories.bars import Bar, ohlcv_query, parse_interval
 from tickvault.repositories.base import (
     Page,
+    add_row,
     by_id,
     check_limit,
     fetch_page,
-    translated_integrity_errors,
+    get_row,
 )
 
 # A position in (timestamp, id) order: where the next page of a range starts.
@@ -39,22 +40,18 @@ class MarketDataRepository:
         self.session = session
 
     async def add(self, tick: MarketData) -> MarketData:
-        with translated_integrity_errors(
+        return await add_row(
+            self.session,
+            tick,
             "tick",
             foreign_key=ValidationError,
             foreign_key_message=f"instrument {tick.instrument_id} does not exist",
-        ):
-            self.session.add(tick)
-            await self.session.flush()
-        return tick
+        )
 
     async def get(self, tick_id: int, *, include_deleted: bool = False) -> MarketData:
-        tick = await self.session.get(
-            MarketData, tick_id, execution_options={INCLUDE_DELETED: include_deleted}
+        return await get_row(
+            self.session, MarketData, tick_id, "tick", include_deleted=include_deleted
         )
-        if tick is None:
-            raise NotFoundError(f"tick {tick_id} not found")
-        return tick
 
     async def get_active_records(self, instrument_id: int) -> Sequence[MarketData]:
         """The instrument's ticks that are not soft-deleted, instrument loaded, in time order."""
