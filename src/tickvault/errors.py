@@ -5,11 +5,14 @@ Every error is a ``TickvaultError``, so a caller can catch the whole family at o
     TickvaultError
     ├── ConfigurationError      a setting or database URL tickvault cannot use
     ├── DatabaseError           the database refused or could not be reached
+    │   ├── DatabaseUnavailable     unreachable, starting, locked: try again later
+    │   │   └── WriteQueueFull      the live writer's queue is full: try again later
     │   ├── NotATickvaultDatabase   the database holds someone else's schema
     │   ├── ConflictError       a unique value already taken (a symbol, say)
     │   └── StillReferenced     RESTRICT: the row still has children
     ├── NotFoundError           no such row (or it is soft-deleted)
     ├── ValidationError         input that cannot be stored, with the reason
+    │   └── TickRefused         the database itself refused one tick (a constraint, a trigger)
     ├── MigrationError          a migration cannot run (unknown revision, data that would not fit)
     └── UnknownTableError       a table name that is not in the database's catalog
 
@@ -30,6 +33,15 @@ class DatabaseError(TickvaultError):
     """The database refused an operation or could not be reached."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached, is starting up or stayed locked: nothing was written,
+    and the same request may succeed later."""
+
+
+class WriteQueueFull(DatabaseUnavailable):
+    """The live writer's queue is full: nothing was queued; try again shortly."""
+
+
 class NotATickvaultDatabase(DatabaseError):
     """The database holds tables but no tickvault revision, or a revision tickvault lacks."""
 
@@ -48,6 +60,10 @@ class NotFoundError(TickvaultError):
 
 class ValidationError(TickvaultError):
     """Input that cannot be stored; the message names the field and the reason."""
+
+
+class TickRefused(ValidationError):
+    """The database refused this one tick (its batch-mates were stored)."""
 
 
 class ConflictError(DatabaseError):

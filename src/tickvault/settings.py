@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     api_max_body_mb: float = Field(default=16.0, gt=0)
     # How often the service's monitor collects metrics in the background.
     monitor_interval_seconds: float = Field(default=10.0, gt=0)
+    # Ticks the live writer may hold waiting for their commit; past it producers wait (or
+    # the HTTP API answers 503 with Retry-After).
+    write_queue_ticks: int = Field(default=50_000, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from tickvault import __version__
 from tickvault.api import errors
-from tickvault.api.routes import alerts, instruments, market_data, performance
+from tickvault.api.routes import alerts, instruments, market_data, performance, stream
 from tickvault.api.runtime import Runtime
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.services.alerts import AlertService
@@ -51,13 +51,12 @@ def create_app(
         session_factory = create_session_factory(engine)
         monitor = DatabasePerformanceMonitor(engine)
         service = MarketDataService(session_factory, alerts=AlertService(session_factory))
-        app.state.runtime = Runtime(settings, engine, session_factory, monitor, service)
+        simulator = FeedSimulator(service, rate=simulate_rate) if simulate_rate else None
+        app.state.runtime = Runtime(settings, engine, session_factory, monitor, service, simulator)
         await monitor.start_monitoring(settings.monitor_interval_seconds)
         feed = None
-        if simulate_rate is not None:
-            feed = asyncio.create_task(
-                FeedSimulator(service, rate=simulate_rate).run(), name="tickvault-feed"
-            )
+        if simulator is not None:
+            feed = asyncio.create_task(simulator.run(), name="tickvault-feed")
             feed.add_done_callback(_report_feed_end)
         try:
             yield
@@ -66,6 +65,8 @@ def create_app(
                 feed.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await feed
+            # Every tick queued by a request that was answered, or is waiting, is written.
+            await service.aclose()
             await monitor.stop_monitoring()
             monitor.uninstrument()
             await engine.dispose()
@@ -81,6 +82,7 @@ def create_app(
     for router in (
         instruments.router,
         market_data.router,
+        stream.router,
         alerts.rules,
         alerts.logs,
         performance.router,

@@ -1,12 +1,22 @@
-"""The one place tickvault's errors become HTTP responses."""
+"""The one place tickvault's errors become HTTP responses.
 
+503 with Retry-After means "nothing was done, try again": the database is unreachable,
+starting up, locked past the busy timeout, or the write queue is full. Any other database
+error is a 500 that says what the database said (and is logged with its traceback).
+"""
+
+import logging
+
+import asyncpg
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
+from tickvault.database.failures import Failure, kind_of, reason_of
 from tickvault.errors import (
     ConflictError,
     DatabaseError,
+    DatabaseUnavailable,
     MigrationError,
     NotFoundError,
     StillReferenced,
@@ -23,8 +33,11 @@ STATUS_OF: list[tuple[type[TickvaultError], int]] = [
     (ConflictError, status.HTTP_409_CONFLICT),
     (StillReferenced, status.HTTP_409_CONFLICT),
     (MigrationError, status.HTTP_409_CONFLICT),
-    (DatabaseError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (DatabaseUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (DatabaseError, status.HTTP_500_INTERNAL_SERVER_ERROR),
 ]
+RETRY_AFTER = {"Retry-After": "1"}
+logger = logging.getLogger(__name__)
 
 
 def status_of(exc: TickvaultError) -> int:
@@ -41,19 +54,32 @@ async def _tickvault_error(request: Request, exc: Exception) -> JSONResponse:
         where = "query" if request.method in ("GET", "DELETE") else "body"
         detail = [{"loc": [where], "msg": str(exc), "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-    return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
+    code = status_of(exc)
+    if code == status.HTTP_503_SERVICE_UNAVAILABLE:
+        return JSONResponse({"detail": str(exc)}, status_code=code, headers=RETRY_AFTER)
+    if code == status.HTTP_500_INTERNAL_SERVER_ERROR:
+        logger.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
+    return JSONResponse({"detail": str(exc)}, status_code=code)
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    # "database is locked" past the busy timeout, a dropped connection: try again later.
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database or connection error that no repository translated."""
+    reason = reason_of(exc)
+    if kind_of(exc) is Failure.UNAVAILABLE:
+        return JSONResponse(
+            {"detail": f"database unavailable: {reason}"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers=RETRY_AFTER,
+        )
+    logger.error("%s %s: database error", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
-        {"detail": f"database unavailable: {reason}"},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": "1"},
+        {"detail": f"database error: {reason}"},
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(TickvaultError, _tickvault_error)
-    app.add_exception_handler(OperationalError, _database_unavailable)
+    # Connection errors reach here as SQLAlchemy's, asyncpg's or the OS's own.
+    for kind in (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        app.add_exception_handler(kind, _driver_error)

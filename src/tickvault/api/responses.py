@@ -19,8 +19,12 @@ def _error(description: str) -> dict[str, Any]:
 UNREADABLE: Responses = {400: _error("The request body cannot be parsed.")}
 UNAUTHORIZED: Responses = {401: _error("Missing or wrong X-API-Key (when a key is configured).")}
 UNAVAILABLE: Responses = {
-    503: _error("The database is unavailable (locked past the busy timeout, down).")
+    503: _error(
+        "Nothing was done; try again after Retry-After: the database is unreachable, starting "
+        "up or locked past the busy timeout, or the write queue is full."
+    )
 }
+SERVER_ERROR: Responses = {500: _error("The database refused the request (what it said).")}
 NOT_FOUND: Responses = {404: _error("No such row, or it is soft-deleted.")}
 CONFLICT: Responses = {409: _error("A unique value is taken, or RESTRICT: rows still refer to it.")}
 TOO_LARGE: Responses = {
@@ -30,4 +34,4 @@ TOO_LARGE: Responses = {
     }
 }
 # Every route: an unreadable body, the key (when configured), the database's availability.
-COMMON: Responses = {**UNREADABLE, **UNAUTHORIZED, **UNAVAILABLE}
+COMMON: Responses = {**UNREADABLE, **UNAUTHORIZED, **UNAVAILABLE, **SERVER_ERROR}

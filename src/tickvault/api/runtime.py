@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tickvault.database.engine import write_session
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 from tickvault.services.market_data import MarketDataService
+from tickvault.services.simulator import FeedSimulator
 from tickvault.settings import Settings
 
 
@@ -21,16 +22,19 @@ class Runtime:
     session_factory: async_sessionmaker[AsyncSession]
     monitor: DatabasePerformanceMonitor
     market_data: MarketDataService
+    feed: FeedSimulator | None = None
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
         """One unit of work: committed when the block ends, rolled back if it raises.
 
-        ``write=True`` for one that reads and then writes (see ``write_session``).
+        ``write=True`` for one that reads and then writes (see ``write_session``); after it
+        commits, the live writer reloads the instruments and alert rules it caches.
         """
         if write:
             async with write_session(self.session_factory) as session:
                 yield session
+            self.market_data.reload_catalog()
             return
         async with self.session_factory.begin() as session:
             yield session

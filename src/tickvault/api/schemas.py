@@ -173,8 +173,11 @@ class IngestResult(_Out):
     accepted: int
     rejected: int
     alerts: int
+    ids: list[int] = Field(
+        default=[], description="Ids of the stored ticks, in the order they were sent."
+    )
     rejections: list[RejectionOut]
-    failed_batches: list[BatchFailureOut]
+    failed_batches: list[BatchFailureOut] = []
 
 
 class TickOut(_Out):

@@ -121,6 +121,7 @@ async def through_service(url: str, writers: int, seconds: float, offset: int) -
     try:
         await asyncio.gather(*(writer() for _ in range(writers)))
     finally:
+        await service.aclose()
         await engine.dispose()
     result.stored = await count_ticks(url) - before
     return result

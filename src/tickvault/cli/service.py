@@ -1,6 +1,7 @@
 """``tickvault serve``, ``seed`` and ``simulate``: the live service and its demo feed."""
 
 import asyncio
+import contextlib
 import time
 from typing import Annotated
 
@@ -112,6 +113,9 @@ def simulate(
                 await task
             finally:
                 task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await service.aclose()  # what was queued is committed before exiting
 
     try:
         asyncio.run(run())

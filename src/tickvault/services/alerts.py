@@ -11,19 +11,41 @@ A condition that becomes true fires (``fired``), unless the rule fired less than
 ``cooldown_seconds`` before, in which case it is logged as ``suppressed``. While it stays true
 it fires again once per cooldown. When it stops being true it is logged ``cleared``. Fired
 alerts start with ``delivery_status = pending``.
+
+The live writer evaluates a batch inside the transaction that stores its ticks
+(``evaluate_on``); a rolled-back transaction takes the rules' state back with it
+(``AlertRun.undo``), so a tick that was not stored leaves no trace in any rule. Active rules
+are cached in the process: ``invalidate()`` after changing one here; changes made by other
+processes are seen within ``RULES_TTL_SECONDS``.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from time import perf_counter
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from tickvault.database.bulk import TickRecord
-from tickvault.database.engine import write_session
+from tickvault.database.engine import write_transaction
 from tickvault.models import AlertLog, AlertRule, MarketData
+
+ALERT_LOGS: Table = AlertLog.__table__  # type: ignore[assignment]
+RULES_TTL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: int
+    name: str
+    instrument_id: int
+    condition: str
+    threshold: float
+    cooldown: timedelta
 
 
 @dataclass
@@ -32,7 +54,17 @@ class _RuleState:
     last_fired: datetime | None
 
 
-def _observed(rule: AlertRule, tick: TickRecord, previous: float | None) -> float | None:
+@dataclass
+class AlertRun:
+    """What one evaluation wrote: ``logs`` (alert_logs rows) and ``per_tick`` (how many of
+    them each tick of the batch caused). ``undo()`` takes the rules' state back to before."""
+
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    per_tick: list[int] = field(default_factory=list)
+    undo: Callable[[], None] = lambda: None
+
+
+def _observed(rule: Rule, tick: TickRecord, previous: float | None) -> float | None:
     """The value the rule looks at, or None when the tick does not carry it."""
     price, bid, ask, volume = tick[2], tick[3], tick[4], tick[8]
     condition = rule.condition
@@ -49,9 +81,8 @@ def _observed(rule: AlertRule, tick: TickRecord, previous: float | None) -> floa
     return None
 
 
-def _met(rule: AlertRule, value: float) -> bool:
-    threshold = float(rule.threshold)
-    return value < threshold if rule.condition.endswith("_below") else value > threshold
+def _met(rule: Rule, value: float) -> bool:
+    return value < rule.threshold if rule.condition.endswith("_below") else value > rule.threshold
 
 
 class AlertService:
@@ -59,40 +90,106 @@ class AlertService:
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self.session_factory = session_factory
+        engine = session_factory.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("AlertService needs a session factory bound to an AsyncEngine")
+        self.engine: AsyncEngine = engine
         self._states: dict[int, _RuleState] = {}
         self._last_price: dict[int, float] = {}
+        self._rules: dict[int, list[Rule]] = {}
+        self._rules_loaded_at: float | None = None
 
-    async def evaluate(self, ticks: Sequence[TickRecord]) -> list[AlertLog]:
-        """Check ``ticks`` (already stored, in time order) and write what fired or cleared."""
-        instrument_ids = {tick[0] for tick in ticks}
-        logs: list[AlertLog] = []
-        async with write_session(self.session_factory) as session:
-            rules = list(
-                await session.scalars(
-                    select(AlertRule)
-                    .where(AlertRule.is_active, AlertRule.instrument_id.in_(sorted(instrument_ids)))
-                    .order_by(AlertRule.id)
-                )
-            )
-            if not rules:
-                self._remember_prices(ticks)
-                return []
-            await self._seed(session, rules, ticks)
-            by_instrument: dict[int, list[AlertRule]] = {}
-            for rule in rules:
-                by_instrument.setdefault(rule.instrument_id, []).append(rule)
+    def invalidate(self) -> None:
+        """Reload the active rules before the next evaluation (call after changing one)."""
+        self._rules_loaded_at = None
+
+    async def evaluate(self, ticks: Sequence[TickRecord]) -> int:
+        """Check ``ticks`` (already stored, in time order) in a transaction of their own and
+        write what fired or cleared; how many alert logs were written."""
+        run = AlertRun()
+        try:
+            async with write_transaction(self.engine) as connection:
+                run = await self.evaluate_on(connection, ticks)
+        except BaseException:
+            run.undo()
+            raise
+        return len(run.logs)
+
+    async def evaluate_on(
+        self, connection: AsyncConnection, ticks: Sequence[TickRecord]
+    ) -> AlertRun:
+        """Check ``ticks`` (in the order they arrived) and write their alert logs in the
+        caller's transaction. If the transaction does not commit, call ``undo()``."""
+        rules = await self._active_rules(connection)
+        relevant = [r for i in {t[0] for t in ticks} for r in rules.get(i, ())]
+        if not relevant:
+            self._remember_prices(ticks)
+            return AlertRun(per_tick=[0] * len(ticks))
+        await self._seed(connection, relevant, ticks)
+        run = AlertRun(undo=self._snapshot(relevant, ticks))
+        try:
             for tick in ticks:
                 previous = self._last_price.get(tick[0])
-                for rule in by_instrument.get(tick[0], ()):
+                before = len(run.logs)
+                for rule in rules.get(tick[0], ()):
                     log = self._check(rule, tick, previous)
                     if log is not None:
-                        logs.append(log)
+                        run.logs.append(log)
+                run.per_tick.append(len(run.logs) - before)
                 if tick[2] is not None:
                     self._last_price[tick[0]] = tick[2]
-            session.add_all(logs)
-        return logs
+            if run.logs:
+                await connection.execute(insert(ALERT_LOGS), run.logs)
+        except BaseException:
+            run.undo()
+            raise
+        return run
 
-    def _check(self, rule: AlertRule, tick: TickRecord, previous: float | None) -> AlertLog | None:
+    def _snapshot(self, rules: list[Rule], ticks: Sequence[TickRecord]) -> Callable[[], None]:
+        states = {rule.id: replace(self._states[rule.id]) for rule in rules}
+        prices = {tick[0]: self._last_price.get(tick[0]) for tick in ticks}
+
+        def undo() -> None:
+            self._states.update(states)
+            for instrument_id, price in prices.items():
+                if price is None:
+                    self._last_price.pop(instrument_id, None)
+                else:
+                    self._last_price[instrument_id] = price
+
+        return undo
+
+    async def _active_rules(self, connection: AsyncConnection) -> dict[int, list[Rule]]:
+        now = time.monotonic()
+        if self._rules_loaded_at is not None and now - self._rules_loaded_at < RULES_TTL_SECONDS:
+            return self._rules
+        rows = await connection.execute(
+            select(
+                AlertRule.id,
+                AlertRule.name,
+                AlertRule.instrument_id,
+                AlertRule.condition,
+                AlertRule.threshold,
+                AlertRule.cooldown_seconds,
+            )
+            .where(AlertRule.is_active)
+            .order_by(AlertRule.id)
+        )
+        rules: dict[int, list[Rule]] = {}
+        for id_, name, instrument_id, condition, threshold, cooldown in rows:
+            rule = Rule(
+                id_,
+                name,
+                instrument_id,
+                condition,
+                float(Decimal(threshold)),
+                timedelta(seconds=cooldown),
+            )
+            rules.setdefault(instrument_id, []).append(rule)
+        self._rules, self._rules_loaded_at = rules, now
+        return rules
+
+    def _check(self, rule: Rule, tick: TickRecord, previous: float | None) -> dict[str, Any] | None:
         started = perf_counter()
         value = _observed(rule, tick, previous)
         if value is None:
@@ -100,9 +197,7 @@ class AlertService:
         state = self._states[rule.id]
         timestamp = tick[1]
         met = _met(rule, value)
-        cooled = state.last_fired is None or timestamp - state.last_fired >= timedelta(
-            seconds=rule.cooldown_seconds
-        )
+        cooled = state.last_fired is None or timestamp - state.last_fired >= rule.cooldown
         if met and (not state.firing or cooled):
             status = "fired" if cooled else "suppressed"
             if cooled:
@@ -113,46 +208,47 @@ class AlertService:
             state.firing = met
             return None
         state.firing = met
-        threshold = float(rule.threshold)
-        return AlertLog(
-            rule_id=rule.id,
-            instrument_id=rule.instrument_id,
-            timestamp=timestamp,
-            trigger_value=round(value, 4),
-            threshold_value=threshold,
-            fired_status=status,
-            evaluation_time_ms=(perf_counter() - started) * 1000,
-            message=f"{rule.name}: {rule.condition} {value:.4f} vs {threshold:.4f} ({status})",
-        )
+        return {
+            "rule_id": rule.id,
+            "instrument_id": rule.instrument_id,
+            "timestamp": timestamp,
+            "trigger_value": round(value, 4),
+            "threshold_value": rule.threshold,
+            "fired_status": status,
+            "evaluation_time_ms": (perf_counter() - started) * 1000,
+            "message": (
+                f"{rule.name}: {rule.condition} {value:.4f} vs {rule.threshold:.4f} ({status})"
+            ),
+        }
 
     async def _seed(
-        self, session: AsyncSession, rules: list[AlertRule], ticks: Sequence[TickRecord]
+        self, connection: AsyncConnection, rules: list[Rule], ticks: Sequence[TickRecord]
     ) -> None:
         """Learn the state of rules and instruments seen for the first time, from the database."""
         new_rules = [rule for rule in rules if rule.id not in self._states]
         if new_rules:
             fired = dict(
                 (
-                    await session.execute(
+                    await connection.execute(
                         select(AlertLog.rule_id, func.max(AlertLog.timestamp))
                         .where(
                             AlertLog.rule_id.in_([r.id for r in new_rules]),
                             AlertLog.fired_status == "fired",
+                            AlertLog.deleted_at.is_(None),
                         )
                         .group_by(AlertLog.rule_id)
                     )
                 ).all()
             )
-            last_status = {}
             for rule in new_rules:
-                last_status[rule.id] = await session.scalar(
+                last_status = await connection.scalar(
                     select(AlertLog.fired_status)
-                    .where(AlertLog.rule_id == rule.id)
+                    .where(AlertLog.rule_id == rule.id, AlertLog.deleted_at.is_(None))
                     .order_by(AlertLog.timestamp.desc(), AlertLog.id.desc())
                     .limit(1)
                 )
                 self._states[rule.id] = _RuleState(
-                    firing=last_status[rule.id] in ("fired", "suppressed"),
+                    firing=last_status in ("fired", "suppressed"),
                     last_fired=fired.get(rule.id),
                 )
         first_seen: dict[int, datetime] = {}
@@ -160,12 +256,13 @@ class AlertService:
             if tick[0] not in self._last_price and tick[0] not in first_seen:
                 first_seen[tick[0]] = tick[1]
         for instrument_id, first in first_seen.items():
-            before = await session.scalar(
+            before = await connection.scalar(
                 select(MarketData.price)
                 .where(
                     MarketData.instrument_id == instrument_id,
                     MarketData.timestamp < first,
                     MarketData.price.is_not(None),
+                    MarketData.deleted_at.is_(None),
                 )
                 .order_by(MarketData.timestamp.desc(), MarketData.id.desc())
                 .limit(1)

@@ -4,8 +4,12 @@
 
     service = MarketDataService(session_factory)
     tick = await service.insert_market_data({"symbol": "AAPL", "timestamp": now, "price": 189.2})
+    live = await service.store(ticks)            # the live writer: group commits
     report = await service.ingest(rows, batch_size=10_000)   # any iterable or async iterable
     report.accepted, report.rejected, report.rejections[0].reason
+    await service.aclose()                       # commit what is queued, stop the writer
+
+Live ticks go through ``tickvault.services.writer``: each is answered only after its commit.
 
 A bad row never stops the good ones: it is refused with its position (0-based, in input
 order) and reason. Each batch is written atomically (COPY on PostgreSQL, one executemany
@@ -17,31 +21,35 @@ whatever the input's length (at most three batches are held).
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Table, insert, literal, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tickvault.database.bulk import TICK_COLUMNS, TickRecord, write_ticks
-from tickvault.database.engine import write_transaction
-from tickvault.errors import ValidationError
+from tickvault.errors import DatabaseError, ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.alerts import AlertService
-from tickvault.services.validation import (
-    RowError,
-    TickValidator,
-    instrument_key,
-    tick_values,
-)
+from tickvault.services.catalog import InstrumentCatalog
+from tickvault.services.validation import RowError, TickValidator
+from tickvault.services.writer import Outcome, Stored, TickWriter
+from tickvault.settings import get_settings
 
 DEFAULT_BATCH_SIZE = 10_000
-MARKET_DATA: Table = MarketData.__table__  # type: ignore[assignment]
 MAX_REJECTIONS_KEPT = 10_000
 CHUNK_ROWS = 100  # rows validated between turns of a pending write
 # Batches written at once on PostgreSQL. Two COPYs on two connections doubled nothing on the
@@ -78,14 +86,67 @@ class IngestReport:
         return self.accepted + self.rejected
 
 
+@dataclass
+class LiveReport:
+    """What became of the ticks of one live request."""
+
+    ids: list[int] = field(default_factory=list)  # of the stored ticks, in input order
+    alerts: int = 0
+    rejections: list[Rejection] = field(default_factory=list)  # in input order
+
+    @property
+    def accepted(self) -> int:
+        return len(self.ids)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejections)
+
+
+@dataclass
+class PendingReport:
+    """Ticks queued for the writer; ``await`` it for their ``LiveReport``."""
+
+    report: LiveReport
+    positions: list[int]  # input position of each queued tick
+    future: "asyncio.Future[list[Outcome]]"
+
+    def __await__(self) -> Generator[Any, None, LiveReport]:
+        return self._answer().__await__()
+
+    async def _answer(self) -> LiveReport:
+        report = self.report
+        outcomes = await self.future
+        failure: DatabaseError | None = None
+        for position, outcome in zip(self.positions, outcomes, strict=True):
+            if isinstance(outcome, Stored):
+                report.ids.append(outcome.id)
+                report.alerts += outcome.alerts
+            else:
+                report.rejections.append(Rejection(position, str(outcome)))
+                if isinstance(outcome, DatabaseError):
+                    failure = outcome
+        if failure is not None and not report.ids:
+            raise failure  # nothing stored: the request failed, it was not "accepted: 0"
+        report.rejections.sort(key=lambda rejection: rejection.position)
+        return report
+
+
 class MarketDataService:
-    """``alerts``: an ``AlertService`` to run on every stored batch (optional)."""
+    """``alerts``: an ``AlertService`` to run on every stored tick (optional).
+
+    Live ticks (``insert_market_data``, ``submit``, ``store``) go through one ``TickWriter``
+    per service: keep one service per database in a process, and ``aclose()`` it (or use
+    ``async with``) so that queued ticks are committed before the process exits. File loads
+    (``ingest``) take their own path.
+    """
 
     def __init__(
         self,
         session_factory: async_sessionmaker[AsyncSession],
         *,
         alerts: AlertService | None = None,
+        queue_capacity: int | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.alerts = alerts
@@ -93,56 +154,76 @@ class MarketDataService:
         if not isinstance(engine, AsyncEngine):
             raise TypeError("MarketDataService needs a session factory bound to an AsyncEngine")
         self.engine: AsyncEngine = engine
+        self.catalog = InstrumentCatalog(engine)
+        self.writer = TickWriter(
+            engine,
+            alerts=alerts,
+            capacity=queue_capacity or get_settings().write_queue_ticks,
+        )
 
     async def insert_market_data(self, data: Mapping[str, Any]) -> MarketData:
-        """Validate and store one tick; returns it with its id.
+        """Validate and store one tick; returns it with its id once it is committed.
 
-        One INSERT … SELECT FROM instruments: the instrument's existence and ``is_active``
-        are checked by the same statement that writes the tick, so a single tick costs the
-        same round trips as a plain ORM insert.
+        The tick goes through the live writer: many producers' ticks share one commit, and
+        its alert rules are evaluated in that same transaction.
         """
         try:
-            key = instrument_key(data)
-            values = tick_values(data)
+            record = await self.catalog.validate(data)
         except RowError as exc:
             raise ValidationError(str(exc)) from exc
-        names = TICK_COLUMNS[1:]
-        by_key = Instrument.symbol == key if isinstance(key, str) else Instrument.id == key
-        source = select(
-            Instrument.id,
-            *(
-                literal(v, MarketData.__table__.c[n].type)
-                for n, v in zip(names, values, strict=True)
-            ),
-        ).where(by_key, Instrument.is_active)
-        statement = (
-            insert(MARKET_DATA)
-            .from_select(TICK_COLUMNS, source, include_defaults=False)
-            .returning(MarketData.id, MarketData.instrument_id)
-        )
-        # A Core statement on a connection: the ORM's unit of work has nothing to track here.
-        async with write_transaction(self.engine) as connection:
-            row = (await connection.execute(statement)).first()
-            if row is None:
-                raise ValidationError(await self._why_not_stored(connection, key))
-        tick = MarketData(
-            id=row.id, instrument_id=row.instrument_id, **dict(zip(names, values, strict=True))
-        )
-        if self.alerts is not None:
-            await self.alerts.evaluate([(row.instrument_id, *values)])
-        return tick
+        [outcome] = await self.writer.write([record])
+        if not isinstance(outcome, Stored):
+            raise outcome
+        return MarketData(id=outcome.id, **dict(zip(TICK_COLUMNS, record, strict=True)))
 
-    @staticmethod
-    async def _why_not_stored(session: AsyncConnection, key: int | str) -> str:
-        by_key = Instrument.symbol == key if isinstance(key, str) else Instrument.id == key
-        found = (await session.execute(select(Instrument.id).where(by_key))).scalar()
-        if found is None:
-            return (
-                f"unknown instrument symbol {key!r}"
-                if isinstance(key, str)
-                else f"unknown instrument {key}"
-            )
-        return f"instrument {found} is inactive"
+    async def submit(
+        self, rows: Sequence[Mapping[str, Any]], *, wait: bool = True
+    ) -> "PendingReport":
+        """Validate ``rows`` and queue the good ones for the live writer; await the result
+        for what was stored (ids in input order) and what was refused (position, reason).
+
+        Returns once the rows are queued: a full queue makes this wait, or raise
+        ``WriteQueueFull`` with ``wait=False``. The result raises ``DatabaseUnavailable``
+        (or ``DatabaseError``) when no row could be stored for that reason.
+        """
+        validate = await self.catalog.validator()
+        report = LiveReport()
+        records: list[TickRecord] = []
+        positions: list[int] = []
+        for position, row in enumerate(rows):
+            try:
+                records.append(validate(row))
+            except RowError:
+                try:
+                    records.append(await self.catalog.validate(row))
+                except RowError as exc:
+                    report.rejections.append(Rejection(position, str(exc)))
+                    continue
+            positions.append(position)
+        future = await self.writer.submit(records, wait=wait)
+        return PendingReport(report, positions, future)
+
+    async def store(self, rows: Sequence[Mapping[str, Any]], *, wait: bool = True) -> "LiveReport":
+        """``submit`` and wait for the result."""
+        return await (await self.submit(rows, wait=wait))
+
+    def reload_catalog(self) -> None:
+        """Reload the cached instruments and alert rules before the next live tick (call
+        after changing either in this process; other processes' changes are seen within
+        two seconds)."""
+        self.catalog.invalidate()
+        if self.alerts is not None:
+            self.alerts.invalidate()
+
+    async def aclose(self) -> None:
+        """Write every queued tick and stop the writer."""
+        await self.writer.aclose()
+
+    async def __aenter__(self) -> "MarketDataService":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def ingest(
         self,
@@ -251,7 +332,7 @@ class MarketDataService:
             await previous
         report.accepted += len(batch)
         if self.alerts is not None:
-            report.alerts += len(await self.alerts.evaluate(sorted(batch, key=_timestamp_of)))
+            report.alerts += await self.alerts.evaluate(sorted(batch, key=_timestamp_of))
 
     @staticmethod
     def _reject(report: IngestReport, rejection: Rejection) -> None:

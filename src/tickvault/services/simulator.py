@@ -6,9 +6,14 @@
     feed = FeedSimulator(service, rate=50)
     await feed.run(duration=10)         # or run() until cancelled
     feed.stats.ticks, feed.stats.alerts
+
+Ticks go through the live writer (``MarketDataService.store``). When the database is away
+the feed does not stop: it waits (``RETRY_SECONDS``) and tries again, and resumes by itself
+when the database answers; ``flowing`` says whether it stored ticks lately.
 """
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -18,7 +23,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from tickvault.database.types import utcnow
-from tickvault.errors import ValidationError
+from tickvault.errors import DatabaseError, ValidationError
 from tickvault.models import Instrument
 from tickvault.repositories.market_data import MarketDataRepository
 from tickvault.services.demo import STARTING_PRICE
@@ -26,6 +31,9 @@ from tickvault.services.market_data import MarketDataService
 
 STEPS_PER_SECOND = 10
 VOLATILITY = 0.0005  # standard deviation of one tick's log return
+RETRY_SECONDS = 0.25  # between attempts while the database is away
+STALL_SECONDS = 2.0  # no tick stored for this long: the feed is not flowing
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +42,9 @@ class FeedStats:
     rejected: int = 0
     alerts: int = 0
     batches: int = 0
+    failures: int = 0  # batches the database could not take (retried)
+    last_stored: float | None = None  # time.monotonic() of the last stored batch
+    last_error: str | None = None
 
 
 class FeedSimulator:
@@ -58,9 +69,22 @@ class FeedSimulator:
         self._random = random.Random(seed)
         self._prices: dict[int, float] = {}
 
+    @property
+    def flowing(self) -> bool:
+        last = self.stats.last_stored
+        return last is not None and time.monotonic() - last < STALL_SECONDS
+
     async def run(self, duration: float | None = None) -> FeedStats:
         """Feed until ``duration`` seconds have passed (or until cancelled)."""
-        await self._load_instruments()
+        while True:
+            try:
+                await self._load_instruments()
+                break
+            except ValidationError:
+                raise
+            except Exception as exc:  # the database is away: try again
+                self.stats.last_error = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                await asyncio.sleep(RETRY_SECONDS)
         started = time.perf_counter()
         owed = 0.0
         step = 1 / STEPS_PER_SECOND
@@ -108,8 +132,20 @@ class FeedSimulator:
                     "volume": int(self._random.paretovariate(1.5) * 100),
                 }
             )
-        report = await self.service.ingest(ticks, batch_size=len(ticks))
+        while True:
+            try:
+                report = await self.service.store(ticks)
+                break
+            except DatabaseError as exc:
+                if self.stats.last_error != str(exc):
+                    logger.warning("simulated feed: %s; retrying", exc)
+                self.stats.failures += 1
+                self.stats.last_error = str(exc)
+                await asyncio.sleep(RETRY_SECONDS)
         self.stats.ticks += report.accepted
         self.stats.rejected += report.rejected
         self.stats.alerts += report.alerts
         self.stats.batches += 1
+        if report.accepted:
+            self.stats.last_stored = time.monotonic()
+            self.stats.last_error = None

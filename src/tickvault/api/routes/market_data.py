@@ -32,27 +32,30 @@ InstrumentQuery = Annotated[InstrumentId, Query(description="Instrument id.")]
 Start = Annotated[UtcDatetime, Query(description="From (inclusive), ISO 8601 with a zone.")]
 End = Annotated[UtcDatetime, Query(description="To (exclusive), ISO 8601 with a zone.")]
 MAX_BARS = 100_000
-CSV_BATCH_SIZE = 10_000
 
 
 @router.post("", dependencies=WRITE, responses=TOO_LARGE)
 async def post_ticks(body: TickBatch, runtime: RuntimeDep) -> IngestResult:
-    """Store a batch of ticks. Ticks that cannot be stored come back with their position
-    and reason; the others are stored together (all or none at the database)."""
-    report = await runtime.market_data.ingest(body.ticks, batch_size=len(body.ticks))
+    """Store a batch of ticks; answered once they are committed (with other clients' ticks,
+    in one transaction, with their alert rules evaluated). Ticks that cannot be stored come
+    back with their position and reason; the others are stored, with `ids` in the order
+    sent. 503 with Retry-After (nothing stored) when the write queue is full or the
+    database is unavailable."""
+    report = await runtime.market_data.store(body.ticks, wait=False)
     return IngestResult.model_validate(report)
 
 
 @router.post("/csv", dependencies=WRITE, responses=TOO_LARGE)
 async def upload_csv(file: UploadFile, runtime: RuntimeDep) -> IngestResult:
-    """Store the ticks of a CSV file with a header row (columns as in the JSON batch)."""
+    """Store the ticks of a CSV file with a header row (columns as in the JSON batch), as
+    `POST /market-data` does."""
     name = file.filename or "upload.csv"
     try:
         text = (await file.read()).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValidationError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    rows = read_csv_stream(io.StringIO(text, newline=""), name=name)
-    report = await runtime.market_data.ingest(rows, batch_size=CSV_BATCH_SIZE)
+    rows = list(read_csv_stream(io.StringIO(text, newline=""), name=name))
+    report = await runtime.market_data.store(rows, wait=False)
     return IngestResult.model_validate(report)
 
 

@@ -69,10 +69,18 @@ async def health(runtime: RuntimeDep) -> Health:
             detail=str(getattr(exc, "orig", None) or exc).strip().splitlines()[0],
         )
         return JSONResponse(body.model_dump(), status_code=503)  # type: ignore[return-value]
+    detail = None
     if revision != head:
         detail = (
             f"database at {revision or 'no revision'}, code at {head}: run tickvault db upgrade"
         )
+    elif runtime.market_data.writer.down is not None:
+        detail = f"the tick writer cannot reach the database: {runtime.market_data.writer.down}"
+    elif runtime.feed is not None and not runtime.feed.flowing:
+        detail = "the simulated feed is not flowing" + (
+            f": {runtime.feed.stats.last_error}" if runtime.feed.stats.last_error else ""
+        )
+    if detail is not None:
         return Health(
             status="degraded", database="reachable", revision=revision, head=head, detail=detail
         )

@@ -1,0 +1,80 @@
+"""What a driver error means to a caller: try again later, refuse the row, or a real fault.
+
+::
+
+    kind_of(exc)      # Failure.UNAVAILABLE, Failure.ROW or Failure.FAULT
+    reason_of(exc)    # the driver's first line, without SQLAlchemy's decoration
+
+- ``UNAVAILABLE``: the database cannot be reached, is starting or shutting down, or stayed
+  locked past the busy timeout (deadlocks and serialization failures too): nothing was
+  written and the same write may succeed later (HTTP 503 with Retry-After).
+- ``ROW``: the data itself was refused (a constraint, a trigger, a value out of range): the
+  same write will fail again, and in a batch it is one row's fault (isolate it).
+- ``FAULT``: anything else (disk full, read-only or corrupt file, a bug): permanent until
+  someone acts, and never reported as "unavailable".
+"""
+
+import enum
+import sqlite3
+from collections.abc import Iterator
+
+import asyncpg
+from sqlalchemy.exc import DBAPIError
+
+
+class Failure(enum.Enum):
+    UNAVAILABLE = "unavailable"
+    ROW = "row"
+    FAULT = "fault"
+
+
+# SQLSTATE classes and codes (PostgreSQL appendix A).
+_PG_UNAVAILABLE_CLASSES = ("08", "57")  # connection exception, operator intervention
+_PG_UNAVAILABLE_CODES = {"53300", "40001", "40P01", "55P03"}  # too many connections, ...
+_PG_ROW_CLASSES = ("22", "23", "P0")  # data exception, integrity violation, PL/pgSQL raise
+# SQLite primary result codes (the low byte of the extended code).
+_SQLITE_UNAVAILABLE = {5, 6, 14}  # BUSY, LOCKED, CANTOPEN
+_SQLITE_ROW = {18, 19, 20}  # TOOBIG, CONSTRAINT, MISMATCH
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "orig", None) or current.__cause__
+
+
+def kind_of(exc: BaseException) -> Failure:
+    """Which of the three ``exc`` (a SQLAlchemy, driver or OS error) is."""
+    for error in _chain(exc):
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return Failure.UNAVAILABLE
+        if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError):
+            return Failure.UNAVAILABLE
+        sqlstate = getattr(error, "sqlstate", None)
+        if isinstance(sqlstate, str) and len(sqlstate) == 5:
+            if sqlstate.startswith(_PG_UNAVAILABLE_CLASSES) or sqlstate in _PG_UNAVAILABLE_CODES:
+                return Failure.UNAVAILABLE
+            if sqlstate.startswith(_PG_ROW_CLASSES):
+                return Failure.ROW
+            return Failure.FAULT
+        if isinstance(error, sqlite3.Error):
+            code = getattr(error, "sqlite_errorcode", None)
+            if code is None:
+                # Errors of the sqlite3 module itself (closed connection, ...).
+                return Failure.FAULT
+            if code & 0xFF in _SQLITE_UNAVAILABLE:
+                return Failure.UNAVAILABLE
+            if code & 0xFF in _SQLITE_ROW:
+                return Failure.ROW
+            return Failure.FAULT
+    return Failure.FAULT
+
+
+def reason_of(exc: BaseException) -> str:
+    """The driver's own message, first line only."""
+    error: BaseException = getattr(exc, "orig", None) or exc
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

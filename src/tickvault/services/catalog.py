@@ -1,0 +1,79 @@
+"""Instruments cached in the process, so validating a live tick costs no query.
+
+::
+
+    catalog = InstrumentCatalog(engine)
+    record = await catalog.validate({"symbol": "AAPL", "timestamp": now, "price": 189.2})
+
+The cache is reloaded when it is older than ``TTL_SECONDS``, after ``invalidate()`` (call it
+after changing an instrument in this process), and when a tick names an instrument it does
+not know (at most once per ``MISS_RELOAD_SECONDS``, so a stream of unknown ids costs no query
+per tick). An instrument created by another process is found at once; one deactivated there
+is refused within ``TTL_SECONDS``.
+"""
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tickvault.database.bulk import TickRecord
+from tickvault.models import Instrument
+from tickvault.services.validation import RowError, TickValidator
+
+TTL_SECONDS = 2.0
+MISS_RELOAD_SECONDS = 0.5
+
+
+class InstrumentCatalog:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._validator: TickValidator | None = None
+        self._loaded_at = 0.0
+
+    def invalidate(self) -> None:
+        self._loaded_at = 0.0
+
+    async def validator(self) -> TickValidator:
+        """A validator over the cached instruments (reloaded when stale)."""
+        if self._validator is None or time.monotonic() - self._loaded_at >= TTL_SECONDS:
+            await self._load()
+        assert self._validator is not None
+        return self._validator
+
+    async def validate(self, row: Mapping[str, Any]) -> TickRecord:
+        """``row`` as a record, or ``RowError`` with the reason."""
+        validate = await self.validator()
+        try:
+            return validate(row)
+        except RowError as exc:
+            if "unknown instrument" not in str(exc):
+                raise
+            if time.monotonic() - self._loaded_at < MISS_RELOAD_SECONDS:
+                raise
+        await self._load()
+        assert self._validator is not None
+        return self._validator(row)
+
+    async def _load(self) -> None:
+        try:
+            async with self.engine.connect() as connection:
+                rows = (
+                    await connection.execute(
+                        select(Instrument.id, Instrument.symbol, Instrument.is_active)
+                    )
+                ).all()
+        except Exception:
+            if self._validator is None:
+                raise
+            # The database is away: the instruments we know are still the best guess; try
+            # again in MISS_RELOAD_SECONDS rather than on every tick.
+            self._loaded_at = time.monotonic() - TTL_SECONDS + MISS_RELOAD_SECONDS
+            return
+        self._validator = TickValidator(
+            instruments={id_: active for id_, _, active in rows},
+            symbols={symbol: id_ for id_, symbol, _ in rows},
+        )
+        self._loaded_at = time.monotonic()

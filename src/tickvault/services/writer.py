@@ -1,0 +1,272 @@
+"""The live write path: one writer per database coalesces single ticks into group commits.
+
+::
+
+    writer = TickWriter(engine, alerts=AlertService(sessions))
+    [outcome] = await writer.write([record])      # Stored(id, alerts) or an exception
+    pending = await writer.submit(records)        # queued (waits for room); answered later
+    outcomes = await pending
+    await writer.aclose()                         # drains and commits what is queued
+
+Producers (the HTTP API, the WebSocket stream, the simulated feed, ``insert_market_data``)
+put validated ticks on a bounded queue. The writer takes whatever gathered while its previous
+commit ran and writes it in one transaction: the ticks (one statement), then their alert
+rules evaluated and the logs written, then COMMIT; only then is each producer answered. So a
+tick answered with its id is stored and its alerts evaluated, and a tick answered with an
+error is not stored.
+
+Failures, by what the driver said (``tickvault.database.failures``):
+
+- a tick the database refuses (a constraint, a trigger): the batch is split in halves and
+  retried until the refused tick stands alone; it alone is answered ``TickRefused``;
+- the database unreachable, starting up or locked past the busy timeout: the batch is
+  answered ``DatabaseUnavailable`` and, until a probe (every ``PROBE_SECONDS``) reaches the
+  database again, new ticks are refused at once rather than queued;
+- a connection lost during COMMIT (PostgreSQL): the outcome is unknown, so the writer asks
+  the database, once it answers again, whether the batch's ids exist, and answers from that;
+- anything else (disk full, ...): ``DatabaseError`` with the driver's reason.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tickvault.database.bulk import TickRecord, insert_ticks
+from tickvault.database.engine import write_transaction
+from tickvault.database.failures import Failure, kind_of, reason_of
+from tickvault.errors import DatabaseError, DatabaseUnavailable, TickRefused, WriteQueueFull
+from tickvault.services.alerts import AlertRun, AlertService
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CAPACITY = 50_000  # ticks queued at most
+MAX_BATCH = 10_000  # ticks taken into one transaction at most (a larger request goes alone)
+PROBE_SECONDS = 0.25  # how often an unreachable database is tried again
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: int
+    alerts: int  # alert logs this tick caused
+
+
+Outcome = Stored | DatabaseError | TickRefused
+
+
+@dataclass
+class _Request:
+    records: Sequence[TickRecord]
+    future: "asyncio.Future[list[Outcome]]"
+
+
+class TickWriter:
+    """Owns the write queue of one database; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        alerts: AlertService | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        if capacity < 1 or max_batch < 1:
+            raise ValueError("capacity and max_batch must be at least 1")
+        self.engine = engine
+        self.alerts = alerts
+        self.capacity = capacity
+        self.max_batch = max_batch
+        self._queue: deque[_Request] = deque()
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._closing = False
+        self.down: str | None = None  # why the database is unreachable, while it is
+        self.committed = 0  # ticks stored since start
+        self.last_commit: float | None = None  # time.monotonic() of the last commit
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def write(self, records: Sequence[TickRecord]) -> list[Outcome]:
+        """Queue ``records`` (waiting for room) and return their outcomes after the commit."""
+        return await (await self.submit(records))
+
+    async def submit(
+        self, records: Sequence[TickRecord], *, wait: bool = True
+    ) -> "asyncio.Future[list[Outcome]]":
+        """Queue ``records``; the future gives one outcome per record, in order.
+
+        A full queue makes this wait, or raise ``WriteQueueFull`` with ``wait=False``. A
+        request larger than the queue is taken when the queue is empty.
+        """
+        while True:
+            self._refuse_if_closed()
+            if not self._queued or self._queued + len(records) <= self.capacity:
+                break
+            if not wait:
+                raise WriteQueueFull(
+                    f"the write queue is full ({self._queued:,} ticks waiting): try again shortly"
+                )
+            self._room.clear()
+            await self._room.wait()
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        if not records:
+            future.set_result([])
+            return future
+        self._queue.append(_Request(records, future))
+        self._queued += len(records)
+        self._wakeup.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="tickvault-writer")
+        return future
+
+    async def aclose(self) -> None:
+        """Refuse new ticks, write every queued one, stop."""
+        self._closing = True
+        self._wakeup.set()
+        self._room.set()
+        if self._task is not None:
+            await self._task
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+
+    def _refuse_if_closed(self) -> None:
+        if self._closing:
+            raise DatabaseUnavailable("the writer is shutting down")
+        if self.down is not None:
+            raise DatabaseUnavailable(f"database unavailable: {self.down}")
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = [self._queue.popleft()]
+            taken = len(batch[0].records)
+            while self._queue and taken + len(self._queue[0].records) <= self.max_batch:
+                request = self._queue.popleft()
+                batch.append(request)
+                taken += len(request.records)
+            try:
+                await self._write(batch)
+            except Exception as exc:  # a bug: answer everyone rather than hang them
+                logger.exception("the tick writer failed")
+                error = DatabaseError(f"the write failed: {exc!r}")
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_result([error] * len(request.records))
+            finally:
+                self._queued -= taken
+                self._room.set()
+
+    async def _write(self, batch: list[_Request]) -> None:
+        records = [record for request in batch for record in request.records]
+        if self.down is not None:
+            outcomes: list[Outcome] = [
+                DatabaseUnavailable(f"database unavailable: {self.down}")
+            ] * len(records)
+        else:
+            outcomes = await self._store(records)
+        start = 0
+        for request in batch:
+            end = start + len(request.records)
+            if not request.future.done():  # its producer may have gone away
+                request.future.set_result(outcomes[start:end])
+            start = end
+
+    async def _store(self, records: list[TickRecord]) -> list[Outcome]:
+        """Write ``records`` in one transaction; a refused tick is isolated by halving."""
+        try:
+            ids, per_tick = await self._commit(records)
+        except Exception as exc:
+            kind, reason = kind_of(exc), reason_of(exc)
+            if kind is Failure.ROW:
+                if len(records) == 1:
+                    return [TickRefused(f"the database refused the tick: {reason}")]
+                middle = len(records) // 2
+                return await self._store(records[:middle]) + await self._store(records[middle:])
+            if kind is Failure.UNAVAILABLE:
+                self._went_down(reason)
+                return [DatabaseUnavailable(f"database unavailable: {reason}")] * len(records)
+            logger.error("the database refused a write of %d ticks: %s", len(records), reason)
+            return [DatabaseError(f"the database refused the write: {reason}")] * len(records)
+        self.committed += len(records)
+        self.last_commit = time.monotonic()
+        return [Stored(id_, alerts) for id_, alerts in zip(ids, per_tick, strict=True)]
+
+    async def _commit(self, records: list[TickRecord]) -> tuple[list[int], list[int]]:
+        ids: list[int] = []
+        run = AlertRun(per_tick=[0] * len(records))
+        committing = False
+        try:
+            async with write_transaction(self.engine) as connection:
+                ids = await insert_ticks(connection, records)
+                if self.alerts is not None:
+                    run = await self.alerts.evaluate_on(connection, records)
+                committing = True
+        except Exception as exc:
+            if (
+                committing
+                and self.engine.dialect.name == "postgresql"
+                and kind_of(exc) is Failure.UNAVAILABLE
+                and await self._committed_after_all(ids[0], reason_of(exc))
+            ):
+                return ids, run.per_tick
+            run.undo()
+            raise
+        return ids, run.per_tick
+
+    async def _committed_after_all(self, first_id: int, reason: str) -> bool:
+        """After the connection broke during COMMIT: did it commit? Asked until the database
+        answers (new ticks are refused meanwhile); False if the writer closes first."""
+        self.down = reason
+        logger.warning("connection lost during COMMIT (%s): waiting to learn the outcome", reason)
+        try:
+            while not self._closing:
+                with contextlib.suppress(Exception):
+                    async with self.engine.connect() as connection:
+                        found = await connection.scalar(
+                            text("SELECT count(*) FROM market_data WHERE id = :id"),
+                            {"id": first_id},
+                        )
+                    logger.warning("the batch in doubt was %scommitted", "" if found else "not ")
+                    return bool(found)
+                await asyncio.sleep(PROBE_SECONDS)
+            return False
+        finally:
+            self.down = None
+
+    def _went_down(self, reason: str) -> None:
+        self.down = reason
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._until_reachable(), name="tickvault-probe")
+
+    async def _until_reachable(self) -> None:
+        logger.warning("database unavailable (%s): refusing ticks until it answers", self.down)
+        while True:
+            await asyncio.sleep(PROBE_SECONDS)
+            try:
+                async with self.engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+            except Exception as exc:
+                self.down = reason_of(exc)
+                continue
+            self.down = None
+            logger.warning("database reachable again: accepting ticks")
+            return
