@@ -4,10 +4,7 @@
 ``copy_records_to_table`` (a single statement: all of the batch or none of it); one
 ``executemany`` per batch inside one transaction on SQLite.
 
-``insert_ticks`` (the live writer): the ticks inside the caller's transaction, returning
-their ids in input order: one ``INSERT … SELECT FROM unnest(arrays) RETURNING id`` on
-PostgreSQL (one round trip whatever the count), ``executemany`` and ``last_insert_rowid()``
-on SQLite.
+The live writer's path is ``tickvault.database.live``.
 
 Both report to any monitor attached to the engine.
 """
@@ -16,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tickvault.database.engine import write_transaction
 from tickvault.monitoring.capture import measured
@@ -32,13 +29,6 @@ TickRecord = tuple[int, datetime, float | None, float | None, float | None,
 _SQLITE_INSERT = (
     f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in TICK_COLUMNS)})"
-)
-
-
-_POSTGRES_INSERT = (
-    f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) SELECT * FROM unnest("
-    "$1::integer[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], "
-    "$6::float8[], $7::float8[], $8::float8[], $9::bigint[]) RETURNING id"
 )
 
 
@@ -64,22 +54,3 @@ async def write_ticks(engine: AsyncEngine, records: Sequence[TickRecord]) -> Non
     rows = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records]
     async with write_transaction(engine) as connection:
         await connection.exec_driver_sql(_SQLITE_INSERT, rows)
-
-
-async def insert_ticks(connection: AsyncConnection, records: Sequence[TickRecord]) -> list[int]:
-    """Insert ``records`` in the caller's open transaction; their ids, in input order.
-
-    Raises the driver's error if any row is refused (the caller rolls back).
-    """
-    if connection.dialect.name == "postgresql":
-        # A plain function scan feeds the INSERT: rows are inserted, and returned, in
-        # array order.
-        columns = tuple(list(column) for column in zip(*records, strict=True))
-        result = await connection.exec_driver_sql(_POSTGRES_INSERT, columns)
-        return [row[0] for row in result]
-    rows = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records]
-    await connection.exec_driver_sql(_SQLITE_INSERT, rows)
-    last = (await connection.exec_driver_sql("SELECT last_insert_rowid()")).scalar_one()
-    # The caller holds SQLite's write lock (BEGIN IMMEDIATE) for the whole transaction and
-    # an INTEGER PRIMARY KEY takes max(id) + 1: the batch's ids are the last n, in order.
-    return list(range(int(last) - len(rows) + 1, int(last) + 1))

@@ -7,6 +7,7 @@ leaves nothing behind) — the recipe from SQLAlchemy's SQLite dialect docs.
 """
 
 import asyncio
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from tickvault.database.session import TickvaultSession
 from tickvault.database.url import to_async_url
+from tickvault.errors import ConfigurationError
 from tickvault.settings import get_settings
 
 
@@ -65,7 +67,7 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
     writers in other processes. PostgreSQL needs neither.
     """
     async with (
-        _write_lock(engine),
+        write_lock(engine),
         engine.execution_options(**{WRITE_TRANSACTION: True}).begin() as connection,
     ):
         yield connection
@@ -79,11 +81,13 @@ async def write_session(
     committed when the block ends, rolled back if it raises."""
     engine: AsyncEngine = session_factory.kw["bind"]
     session = session_factory(bind=engine.execution_options(**{WRITE_TRANSACTION: True}))
-    async with _write_lock(engine), session, session.begin():
+    async with write_lock(engine), session, session.begin():
         yield session
 
 
-def _write_lock(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
+def write_lock(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
+    """This process's queue of writers to ``engine``'s SQLite database (nothing on
+    PostgreSQL); see ``write_transaction``."""
     if engine.dialect.name != "sqlite":
         return nullcontext()
     pool = engine.sync_engine.pool
@@ -93,9 +97,7 @@ def _write_lock(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
     return lock
 
 
-def _configure_sqlite(
-    engine: AsyncEngine, *, is_file: bool, cache_size_mb: int, busy_timeout_ms: int
-) -> None:
+def _sqlite_pragmas(*, is_file: bool, cache_size_mb: int, busy_timeout_ms: int) -> list[str]:
     pragmas = [
         "PRAGMA foreign_keys=ON",
         "PRAGMA synchronous=NORMAL",
@@ -105,6 +107,41 @@ def _configure_sqlite(
     ]
     if is_file:
         pragmas.insert(0, "PRAGMA journal_mode=WAL")
+    return pragmas
+
+
+def sqlite_writer_connection(
+    engine: AsyncEngine, *, checkpoints: bool = True
+) -> sqlite3.Connection:
+    """A plain ``sqlite3`` connection to ``engine``'s database file, set up like the engine's
+    own, for a writer that runs whole transactions in one call (one hand-off per
+    transaction, or none, instead of several per statement). Transactions are the caller's:
+    ``BEGIN IMMEDIATE`` ... ``COMMIT``. ``checkpoints=False``: its commits never checkpoint
+    the WAL (someone else must)."""
+    database = engine.url.database
+    if database in (None, "", ":memory:"):
+        raise ConfigurationError(
+            "the live tick writer needs a SQLite database file, not an in-memory database"
+        )
+    settings = get_settings()
+    connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    for pragma in _sqlite_pragmas(
+        is_file=True,
+        cache_size_mb=settings.sqlite_cache_size_mb,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    ):
+        connection.execute(pragma)
+    if not checkpoints:
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+    return connection
+
+
+def _configure_sqlite(
+    engine: AsyncEngine, *, is_file: bool, cache_size_mb: int, busy_timeout_ms: int
+) -> None:
+    pragmas = _sqlite_pragmas(
+        is_file=is_file, cache_size_mb=cache_size_mb, busy_timeout_ms=busy_timeout_ms
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

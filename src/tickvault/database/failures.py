@@ -21,6 +21,9 @@ from collections.abc import Iterator
 import asyncpg
 from sqlalchemy.exc import DBAPIError
 
+# What a database driver or the network raises (anything else is a bug, not a failure).
+DRIVER_ERRORS = (DBAPIError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
 
 class Failure(enum.Enum):
     UNAVAILABLE = "unavailable"

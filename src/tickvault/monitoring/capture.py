@@ -96,6 +96,14 @@ def attach(engine: Engine | AsyncEngine, recorder: Recorder) -> Callable[[], Non
     return detach
 
 
+def report(engine: Engine | AsyncEngine, statement: str, started: float, rows: int) -> None:
+    """Report a write made outside SQLAlchemy's cursor, begun at ``perf_counter()`` value
+    ``started``, to the engine's monitors."""
+    duration_ms = (perf_counter() - started) * 1000
+    for recorder in list(_RECORDERS.get(_sync(engine), ())):
+        recorder.record_statement(statement, duration_ms, rows, 0)
+
+
 @asynccontextmanager
 async def measured(engine: Engine | AsyncEngine, statement: str, rows: int) -> AsyncIterator[None]:
     """Report a write made outside SQLAlchemy's cursor (COPY) to the engine's monitors."""

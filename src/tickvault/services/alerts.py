@@ -12,16 +12,16 @@ A condition that becomes true fires (``fired``), unless the rule fired less than
 it fires again once per cooldown. When it stops being true it is logged ``cleared``. Fired
 alerts start with ``delivery_status = pending``.
 
-The live writer evaluates a batch inside the transaction that stores its ticks
-(``evaluate_on``); a rolled-back transaction takes the rules' state back with it
-(``AlertRun.undo``), so a tick that was not stored leaves no trace in any rule. Active rules
+The live writer evaluates a batch first (``prepare``) and writes its logs in the
+transaction that stores its ticks; if that transaction does not commit, ``AlertRun.undo``
+takes the rules' state back, so a tick that was not stored leaves no trace in any rule. Active rules
 are cached in the process: ``invalidate()`` after changing one here; changes made by other
 processes are seen within ``RULES_TTL_SECONDS``.
 """
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from time import perf_counter
@@ -96,6 +96,7 @@ class AlertService:
         self.engine: AsyncEngine = engine
         self._states: dict[int, _RuleState] = {}
         self._last_price: dict[int, float] = {}
+        self._seen: set[int] = set()  # instruments whose previous price was looked up
         self._rules: dict[int, list[Rule]] = {}
         self._rules_loaded_at: float | None = None
 
@@ -104,49 +105,60 @@ class AlertService:
         self._rules_loaded_at = None
 
     async def evaluate(self, ticks: Sequence[TickRecord]) -> int:
-        """Check ``ticks`` (already stored, in time order) in a transaction of their own and
-        write what fired or cleared; how many alert logs were written."""
-        run = AlertRun()
+        """Check ``ticks`` (already stored, in time order) and write what fired or cleared,
+        in a transaction of their own; how many alert logs were written."""
+        run = await self.prepare(ticks)
         try:
-            async with write_transaction(self.engine) as connection:
-                run = await self.evaluate_on(connection, ticks)
+            if run.logs:
+                async with write_transaction(self.engine) as connection:
+                    await connection.execute(insert(ALERT_LOGS), run.logs)
         except BaseException:
             run.undo()
             raise
         return len(run.logs)
 
-    async def evaluate_on(
-        self, connection: AsyncConnection, ticks: Sequence[TickRecord]
-    ) -> AlertRun:
-        """Check ``ticks`` (in the order they arrived) and write their alert logs in the
-        caller's transaction. If the transaction does not commit, call ``undo()``."""
-        rules = await self._active_rules(connection)
-        relevant = [r for i in {t[0] for t in ticks} for r in rules.get(i, ())]
-        if not relevant:
-            self._remember_prices(ticks)
-            return AlertRun(per_tick=[0] * len(ticks))
-        await self._seed(connection, relevant, ticks)
-        run = AlertRun(undo=self._snapshot(relevant, ticks))
-        try:
-            for tick in ticks:
-                previous = self._last_price.get(tick[0])
-                before = len(run.logs)
-                for rule in rules.get(tick[0], ()):
-                    log = self._check(rule, tick, previous)
-                    if log is not None:
-                        run.logs.append(log)
-                run.per_tick.append(len(run.logs) - before)
-                if tick[2] is not None:
-                    self._last_price[tick[0]] = tick[2]
-            if run.logs:
-                await connection.execute(insert(ALERT_LOGS), run.logs)
-        except BaseException:
-            run.undo()
-            raise
+    async def prepare(self, ticks: Sequence[TickRecord]) -> AlertRun:
+        """Check ``ticks`` (in the order they arrived) and return the alert logs to write,
+        without writing them: the caller writes them with the ticks, in one transaction,
+        and calls ``undo()`` if that transaction does not commit. Reads the database only
+        to refresh the cached rules and to learn about rules and instruments new to it."""
+        stale = self._rules_loaded_at is None or (
+            time.monotonic() - self._rules_loaded_at >= RULES_TTL_SECONDS
+        )
+        if stale or self._unseen(self._relevant(ticks), ticks):
+            async with self.engine.connect() as connection:
+                if stale:
+                    await self._load_rules(connection)
+                await self._seed(connection, self._relevant(ticks), ticks)
+        run = AlertRun(undo=self._snapshot(self._relevant(ticks), ticks))
+        for tick in ticks:
+            previous = self._last_price.get(tick[0])
+            before = len(run.logs)
+            for rule in self._rules.get(tick[0], ()):
+                log = self._check(rule, tick, previous)
+                if log is not None:
+                    run.logs.append(log)
+            run.per_tick.append(len(run.logs) - before)
+            if tick[2] is not None:
+                self._last_price[tick[0]] = tick[2]
         return run
 
+    def _relevant(self, ticks: Sequence[TickRecord]) -> list[Rule]:
+        return [rule for i in {tick[0] for tick in ticks} for rule in self._rules.get(i, ())]
+
+    def _unseen(self, rules: list[Rule], ticks: Sequence[TickRecord]) -> bool:
+        if not rules:
+            return False
+        return any(rule.id not in self._states for rule in rules) or any(
+            tick[0] not in self._seen for tick in ticks
+        )
+
     def _snapshot(self, rules: list[Rule], ticks: Sequence[TickRecord]) -> Callable[[], None]:
-        states = {rule.id: replace(self._states[rule.id]) for rule in rules}
+        states = {
+            rule.id: _RuleState(state.firing, state.last_fired)
+            for rule in rules
+            if (state := self._states.get(rule.id)) is not None
+        }
         prices = {tick[0]: self._last_price.get(tick[0]) for tick in ticks}
 
         def undo() -> None:
@@ -159,10 +171,8 @@ class AlertService:
 
         return undo
 
-    async def _active_rules(self, connection: AsyncConnection) -> dict[int, list[Rule]]:
+    async def _load_rules(self, connection: AsyncConnection) -> None:
         now = time.monotonic()
-        if self._rules_loaded_at is not None and now - self._rules_loaded_at < RULES_TTL_SECONDS:
-            return self._rules
         rows = await connection.execute(
             select(
                 AlertRule.id,
@@ -187,7 +197,6 @@ class AlertService:
             )
             rules.setdefault(instrument_id, []).append(rule)
         self._rules, self._rules_loaded_at = rules, now
-        return rules
 
     def _check(self, rule: Rule, tick: TickRecord, previous: float | None) -> dict[str, Any] | None:
         started = perf_counter()
@@ -253,7 +262,7 @@ class AlertService:
                 )
         first_seen: dict[int, datetime] = {}
         for tick in ticks:
-            if tick[0] not in self._last_price and tick[0] not in first_seen:
+            if tick[0] not in self._seen and tick[0] not in first_seen:
                 first_seen[tick[0]] = tick[1]
         for instrument_id, first in first_seen.items():
             before = await connection.scalar(
@@ -267,10 +276,6 @@ class AlertService:
                 .order_by(MarketData.timestamp.desc(), MarketData.id.desc())
                 .limit(1)
             )
-            if before is not None:
+            if before is not None and instrument_id not in self._last_price:
                 self._last_price[instrument_id] = before
-
-    def _remember_prices(self, ticks: Sequence[TickRecord]) -> None:
-        for tick in ticks:
-            if tick[2] is not None:
-                self._last_price[tick[0]] = tick[2]
+        self._seen.update(first_seen)

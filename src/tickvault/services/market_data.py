@@ -174,7 +174,7 @@ class MarketDataService:
         [outcome] = await self.writer.write([record])
         if not isinstance(outcome, Stored):
             raise outcome
-        return MarketData(id=outcome.id, **dict(zip(TICK_COLUMNS, record, strict=True)))
+        return _stored_tick(outcome.id, record)
 
     async def submit(
         self, rows: Sequence[Mapping[str, Any]], *, wait: bool = True
@@ -339,6 +339,21 @@ class MarketDataService:
         report.rejected += 1
         if len(report.rejections) < MAX_REJECTIONS_KEPT:
             report.rejections.append(rejection)
+
+
+_NEW_TICK = MarketData.__mapper__.class_manager.new_instance
+
+
+def _stored_tick(id_: int, record: TickRecord) -> MarketData:
+    """A ``MarketData`` holding what was stored, as a detached object.
+
+    Built as the ORM builds the objects it loads (an instance whose values are set, not
+    assigned): 1.6 instead of 23 microseconds, which counts at thousands of ticks a second.
+    """
+    tick: MarketData = _NEW_TICK()
+    tick.__dict__.update(zip(TICK_COLUMNS, record, strict=True))
+    tick.__dict__["id"] = id_
+    return tick
 
 
 def _timestamp_of(record: TickRecord) -> datetime:

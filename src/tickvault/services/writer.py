@@ -10,8 +10,9 @@
 
 Producers (the HTTP API, the WebSocket stream, the simulated feed, ``insert_market_data``)
 put validated ticks on a bounded queue. The writer takes whatever gathered while its previous
-commit ran and writes it in one transaction: the ticks (one statement), then their alert
-rules evaluated and the logs written, then COMMIT; only then is each producer answered. So a
+commit ran, evaluates the alert rules of those ticks, and writes the ticks and their alert
+logs in one transaction (``tickvault.database.live``); only after COMMIT is each producer
+answered. So a
 tick answered with its id is stored and its alerts evaluated, and a tick answered with an
 error is not stored.
 
@@ -38,9 +39,9 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tickvault.database.bulk import TickRecord, insert_ticks
-from tickvault.database.engine import write_transaction
-from tickvault.database.failures import Failure, kind_of, reason_of
+from tickvault.database.bulk import TickRecord
+from tickvault.database.failures import DRIVER_ERRORS, Failure, kind_of, reason_of
+from tickvault.database.live import CommitInDoubt, LiveStore
 from tickvault.errors import DatabaseError, DatabaseUnavailable, TickRefused, WriteQueueFull
 from tickvault.services.alerts import AlertRun, AlertService
 
@@ -81,6 +82,7 @@ class TickWriter:
             raise ValueError("capacity and max_batch must be at least 1")
         self.engine = engine
         self.alerts = alerts
+        self._live = LiveStore(engine)
         self.capacity = capacity
         self.max_batch = max_batch
         self._queue: deque[_Request] = deque()
@@ -142,6 +144,7 @@ class TickWriter:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
+        await self._live.aclose()
 
     def _refuse_if_closed(self) -> None:
         if self._closing:
@@ -152,6 +155,9 @@ class TickWriter:
     async def _run(self) -> None:
         while True:
             if not self._queue:
+                await self._live.release()  # idle: the pool may have its connection
+                if self._queue:
+                    continue
                 if self._closing:
                     return
                 self._wakeup.clear()
@@ -194,7 +200,7 @@ class TickWriter:
         """Write ``records`` in one transaction; a refused tick is isolated by halving."""
         try:
             ids, per_tick = await self._commit(records)
-        except Exception as exc:
+        except DRIVER_ERRORS as exc:
             kind, reason = kind_of(exc), reason_of(exc)
             if kind is Failure.ROW:
                 if len(records) == 1:
@@ -211,23 +217,17 @@ class TickWriter:
         return [Stored(id_, alerts) for id_, alerts in zip(ids, per_tick, strict=True)]
 
     async def _commit(self, records: list[TickRecord]) -> tuple[list[int], list[int]]:
-        ids: list[int] = []
         run = AlertRun(per_tick=[0] * len(records))
-        committing = False
         try:
-            async with write_transaction(self.engine) as connection:
-                ids = await insert_ticks(connection, records)
-                if self.alerts is not None:
-                    run = await self.alerts.evaluate_on(connection, records)
-                committing = True
-        except Exception as exc:
-            if (
-                committing
-                and self.engine.dialect.name == "postgresql"
-                and kind_of(exc) is Failure.UNAVAILABLE
-                and await self._committed_after_all(ids[0], reason_of(exc))
-            ):
-                return ids, run.per_tick
+            if self.alerts is not None:
+                run = await self.alerts.prepare(records)
+            ids = await self._live.write(records, run.logs)
+        except CommitInDoubt as doubt:
+            if await self._committed_after_all(doubt.ids[0], reason_of(doubt.cause)):
+                return doubt.ids, run.per_tick
+            run.undo()
+            raise doubt.cause from None
+        except BaseException:
             run.undo()
             raise
         return ids, run.per_tick
