@@ -39,6 +39,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
 
 
 @pytest.fixture
+def twin_head_url(database_url: str) -> Iterator[str]:
+    """A second empty database on the same engine as ``database_url``, migrated to head."""
+    engine = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    with throwaway(engine, postgres_admin_url() if engine == "postgresql" else None) as url:
+        schema.upgrade(url, "head")
+        yield url
+
+
+@pytest.fixture
 def head_url(database_url: str) -> str:
     """A database migrated to head."""
     schema.upgrade(database_url, "head")

@@ -50,7 +50,11 @@ def create_app(
         engine = create_engine(url)
         session_factory = create_session_factory(engine)
         monitor = DatabasePerformanceMonitor(engine)
-        service = MarketDataService(session_factory, alerts=AlertService(session_factory))
+        service = MarketDataService(
+            session_factory,
+            alerts=AlertService(session_factory),
+            queue_capacity=settings.write_queue_ticks,
+        )
         simulator = FeedSimulator(service, rate=simulate_rate) if simulate_rate else None
         app.state.runtime = Runtime(settings, engine, session_factory, monitor, service, simulator)
         await monitor.start_monitoring(settings.monitor_interval_seconds)

@@ -94,6 +94,7 @@ class TickWriter:
         self._closing = False
         self.down: str | None = None  # why the database is unreachable, while it is
         self.committed = 0  # ticks stored since start
+        self.batches = 0  # transactions that stored them
         self.last_commit: float | None = None  # time.monotonic() of the last commit
 
     @property
@@ -213,6 +214,7 @@ class TickWriter:
             logger.error("the database refused a write of %d ticks: %s", len(records), reason)
             return [DatabaseError(f"the database refused the write: {reason}")] * len(records)
         self.committed += len(records)
+        self.batches += 1
         self.last_commit = time.monotonic()
         return [Stored(id_, alerts) for id_, alerts in zip(ids, per_tick, strict=True)]
 

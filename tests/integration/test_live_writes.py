@@ -1,0 +1,251 @@
+"""The live write path on both engines: many producers' single ticks share commits, every
+acknowledged tick is stored once and in its producer's order, alert logs come out as if the
+ticks had arrived one by one, a tick the database refuses fails alone, and a full queue
+refuses instead of growing."""
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tickvault.database.engine import create_engine, create_session_factory
+from tickvault.errors import TickRefused, WriteQueueFull
+from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
+from tickvault.services.alerts import AlertService
+from tickvault.services.market_data import MarketDataService
+
+Sessions = async_sessionmaker[AsyncSession]
+T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
+PRODUCERS = 12
+TICKS_EACH = 40
+RULES = [  # condition, threshold, cooldown seconds
+    ("price_above", 104, 30),
+    ("price_below", 96, 0),
+    ("pct_change_above", 3, 10),
+    ("pct_change_below", -3, 10),
+    ("volume_above", 900, 60),
+]
+
+
+async def add_instruments(sessions: Sessions, symbols: list[str]) -> list[int]:
+    async with sessions.begin() as session:
+        instruments = [Instrument(symbol=s, name=s) for s in symbols]
+        session.add_all(instruments)
+        for instrument in instruments:
+            session.add_all(
+                AlertRule(
+                    name=f"{instrument.symbol} {c}",
+                    instrument=instrument,
+                    condition=c,
+                    threshold=t,
+                    cooldown_seconds=cd,
+                )
+                for c, t, cd in RULES
+            )
+    return [instrument.id for instrument in instruments]
+
+
+def at(instrument_id: int, second: int, price: float) -> dict[str, Any]:
+    return {
+        "instrument_id": instrument_id,
+        "timestamp": T0 + timedelta(seconds=second),
+        "price": price,
+    }
+
+
+def producer_ticks(producer: int, instrument_id: int) -> list[dict[str, Any]]:
+    """A zig-zag around 100 that crosses every rule's threshold, one second apart."""
+    return [
+        {
+            "instrument_id": instrument_id,
+            "timestamp": T0 + timedelta(seconds=n, microseconds=producer),
+            "price": 100 + ((n * 7 + producer) % 13) - 6.0,
+            "volume": (n * 97 + producer * 31) % 1000,
+        }
+        for n in range(TICKS_EACH)
+    ]
+
+
+@pytest.fixture
+async def service(session_factory: Sessions) -> AsyncIterator[MarketDataService]:
+    async with MarketDataService(session_factory, alerts=AlertService(session_factory)) as service:
+        yield service
+
+
+def alert_rows(logs: list[AlertLog], rule_names: dict[int, str]) -> list[tuple[Any, ...]]:
+    return [
+        (rule_names[log.rule_id], log.timestamp, log.fired_status, log.trigger_value)
+        for log in logs
+    ]
+
+
+async def read_alerts(sessions: Sessions) -> list[tuple[Any, ...]]:
+    async with sessions() as session:
+        names = dict((await session.execute(select(AlertRule.id, AlertRule.name))).all())
+        logs = (await session.scalars(select(AlertLog).order_by(AlertLog.id))).all()
+    return alert_rows(list(logs), names)
+
+
+async def test_concurrent_producers_share_commits_and_lose_nothing(
+    service: MarketDataService, session_factory: Sessions, twin_head_url: str
+) -> None:
+    ids = await add_instruments(session_factory, ["AAA", "BBB", "CCC"])
+    feeds = [producer_ticks(p, ids[p % len(ids)]) for p in range(PRODUCERS)]
+    acknowledged: list[list[MarketData]] = [[] for _ in range(PRODUCERS)]
+
+    async def produce(p: int) -> None:
+        for tick in feeds[p]:
+            acknowledged[p].append(await service.insert_market_data(tick))
+
+    await asyncio.gather(*(produce(p) for p in range(PRODUCERS)))
+
+    async with session_factory() as session:
+        stored = {t.id: t for t in (await session.scalars(select(MarketData))).all()}
+    all_acks = [tick for acks in acknowledged for tick in acks]
+    assert len(stored) == len(all_acks) == PRODUCERS * TICKS_EACH
+    assert sorted(stored) == sorted(t.id for t in all_acks)  # each stored once, by its id
+    for p, acks in enumerate(acknowledged):
+        # Each producer's ticks were committed in the order it sent them.
+        assert [t.id for t in acks] == sorted(t.id for t in acks)
+        for tick, sent in zip(acks, feeds[p], strict=True):
+            row = stored[tick.id]
+            assert (row.instrument_id, row.timestamp, row.price, row.volume) == (
+                sent["instrument_id"],
+                sent["timestamp"],
+                sent["price"],
+                sent["volume"],
+            )
+    assert service.writer.committed == len(all_acks)
+    assert service.writer.batches < len(all_acks)  # commits were shared
+
+    # The same ticks, in the order they were stored, fed one by one into a fresh database
+    # through a fresh service must give the very same alert log.
+    engine = create_engine(twin_head_url)
+    try:
+        sessions = create_session_factory(engine)
+        await add_instruments(sessions, ["AAA", "BBB", "CCC"])
+        async with MarketDataService(sessions, alerts=AlertService(sessions)) as single:
+            for tick_id in sorted(stored):
+                row = stored[tick_id]
+                await single.insert_market_data(
+                    {
+                        "instrument_id": row.instrument_id,
+                        "timestamp": row.timestamp,
+                        "price": row.price,
+                        "volume": row.volume,
+                    }
+                )
+        expected = await read_alerts(sessions)
+    finally:
+        await engine.dispose()
+    got = await read_alerts(session_factory)
+    assert len(expected) > 50  # the feed crosses every threshold many times
+    assert got == expected
+
+
+@contextlib.asynccontextmanager
+async def holding_write_lock(url: str) -> AsyncIterator[None]:
+    """Another connection holds the write lock on market_data for the block."""
+    if url.startswith("sqlite"):
+        connection = sqlite3.connect(url.split("///", 1)[1], isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            connection.execute("ROLLBACK")
+            connection.close()
+        return
+    locker = create_engine(url)
+    try:
+        async with locker.connect() as session:
+            await session.execute(text("LOCK TABLE market_data IN EXCLUSIVE MODE"))
+            yield
+            await session.rollback()
+    finally:
+        await locker.dispose()
+
+
+REFUSE_666 = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_666 BEFORE INSERT ON market_data WHEN NEW.price = 666 "
+        "BEGIN SELECT RAISE(ABORT, 'price 666 refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_666() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.price = 666 THEN RAISE EXCEPTION 'price 666 refused'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_666 BEFORE INSERT ON market_data "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_666()",
+    ],
+}
+
+
+async def test_a_tick_the_database_refuses_fails_alone_and_leaves_no_alert_state(
+    service: MarketDataService, session_factory: Sessions, engine: AsyncEngine
+) -> None:
+    [instrument_id] = await add_instruments(session_factory, ["AAA"])
+    async with engine.begin() as connection:
+        for statement in REFUSE_666[engine.dialect.name]:
+            await connection.execute(text(statement))
+
+    def tick(n: int, price: float) -> dict[str, Any]:
+        return {
+            "instrument_id": instrument_id,
+            "timestamp": T0 + timedelta(seconds=n),
+            "price": price,
+        }
+
+    prices = [100.0, 101.0, 666.0, 102.0, 100.0, 101.5, 99.0, 98.5]
+    report = await service.store([tick(n, p) for n, p in enumerate(prices)])
+
+    assert [(r.position, r.reason) for r in report.rejections] == [(2, report.rejections[0].reason)]
+    assert "the database refused the tick" in report.rejections[0].reason
+    assert "price 666 refused" in report.rejections[0].reason
+    async with session_factory() as session:
+        stored = (await session.scalars(select(MarketData).order_by(MarketData.id))).all()
+    assert [t.id for t in stored] == report.ids
+    assert [t.price for t in stored] == [p for p in prices if p != 666]
+
+    # Alone, through insert_market_data: refused with the database's reason.
+    with pytest.raises(TickRefused, match="price 666 refused"):
+        await service.insert_market_data(tick(20, 666.0))
+    # The refused ticks never counted: 666 would have fired price_above 104 and been the
+    # previous price of the next tick (a -85 % change).
+    await service.insert_market_data(tick(21, 97.5))
+    rows = await read_alerts(session_factory)
+    assert [(name, status, value) for name, _, status, value in rows] == []
+
+
+async def test_a_full_queue_refuses_at_once_and_stores_what_it_took(
+    session_factory: Sessions, head_url: str
+) -> None:
+    [instrument_id] = await add_instruments(session_factory, ["AAA"])
+
+    def tick(n: int) -> dict[str, Any]:
+        return {
+            "instrument_id": instrument_id,
+            "timestamp": T0 + timedelta(seconds=n),
+            "price": 100.0,
+        }
+
+    async with MarketDataService(session_factory, queue_capacity=10) as service:
+        # Another connection holds the write lock, so the writer's first batch waits.
+        async with holding_write_lock(head_url):
+            first = await service.submit([tick(0)])
+            await asyncio.sleep(0.2)  # the writer has taken it and waits for the lock
+            # The queue counts ticks until their commit: 1 in the waiting batch, 9 more.
+            queued = await service.submit([tick(n) for n in range(1, 10)], wait=False)
+            assert service.writer.queued == 10
+            with pytest.raises(WriteQueueFull, match="the write queue is full"):
+                await service.submit([tick(10)], wait=False)
+        assert len((await first).ids) == 1
+        assert len((await queued).ids) == 9
+    async with session_factory() as session:
+        count = len((await session.scalars(select(MarketData.id))).all())
+    assert count == 10
