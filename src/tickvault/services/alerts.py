@@ -15,10 +15,13 @@ alerts start with ``delivery_status = pending``.
 The live writer evaluates a batch first (``prepare``) and writes its logs in the
 transaction that stores its ticks; if that transaction does not commit, ``AlertRun.undo``
 takes the rules' state back, so a tick that was not stored leaves no trace in any rule. Active rules
-are cached in the process: ``invalidate()`` after changing one here; changes made by other
-processes are seen within ``RULES_TTL_SECONDS``.
+are cached in the process: ``invalidate()`` after changing one here (the next evaluation
+reloads them); changes made by other processes are picked up in the background, within
+about ``RULES_TTL_SECONDS``.
 """
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +67,13 @@ class AlertRun:
     undo: Callable[[], None] = lambda: None
 
 
+async def _cancel(task: "asyncio.Task[None] | None") -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def _observed(rule: Rule, tick: TickRecord, previous: float | None) -> float | None:
     """The value the rule looks at, or None when the tick does not carry it."""
     price, bid, ask, volume = tick[2], tick[3], tick[4], tick[8]
@@ -99,10 +109,17 @@ class AlertService:
         self._seen: set[int] = set()  # instruments whose previous price was looked up
         self._rules: dict[int, list[Rule]] = {}
         self._rules_loaded_at: float | None = None
+        self._refresh: asyncio.Task[None] | None = None
+        self._generation = 0  # bumped by invalidate()
 
     def invalidate(self) -> None:
         """Reload the active rules before the next evaluation (call after changing one)."""
         self._rules_loaded_at = None
+        self._generation += 1
+
+    async def aclose(self) -> None:
+        """Stop a background reload of the rules, if one runs."""
+        await _cancel(self._refresh)
 
     async def evaluate(self, ticks: Sequence[TickRecord]) -> int:
         """Check ``ticks`` (already stored, in time order) and write what fired or cleared,
@@ -122,14 +139,18 @@ class AlertService:
         without writing them: the caller writes them with the ticks, in one transaction,
         and calls ``undo()`` if that transaction does not commit. Reads the database only
         to refresh the cached rules and to learn about rules and instruments new to it."""
-        stale = self._rules_loaded_at is None or (
-            time.monotonic() - self._rules_loaded_at >= RULES_TTL_SECONDS
-        )
-        if stale or self._unseen(self._relevant(ticks), ticks):
+        loaded = self._rules_loaded_at
+        missing = loaded is None
+        if loaded is None or self._unseen(self._relevant(ticks), ticks):
             async with self.engine.connect() as connection:
-                if stale:
+                if missing:
                     await self._load_rules(connection)
                 await self._seed(connection, self._relevant(ticks), ticks)
+        elif time.monotonic() - loaded >= RULES_TTL_SECONDS and (
+            self._refresh is None or self._refresh.done()
+        ):
+            # Other processes' rule changes, in the background: no batch waits for them.
+            self._refresh = asyncio.create_task(self._reload_rules(), name="tickvault-rules")
         run = AlertRun(undo=self._snapshot(self._relevant(ticks), ticks))
         for tick in ticks:
             previous = self._last_price.get(tick[0])
@@ -171,7 +192,18 @@ class AlertService:
 
         return undo
 
-    async def _load_rules(self, connection: AsyncConnection) -> None:
+    async def _reload_rules(self) -> None:
+        generation = self._generation
+        try:
+            async with self.engine.connect() as connection:
+                await self._load_rules(connection, unless_invalidated_since=generation)
+        except Exception:
+            # The database is away: keep the rules we have, try again in RULES_TTL_SECONDS.
+            self._rules_loaded_at = time.monotonic()
+
+    async def _load_rules(
+        self, connection: AsyncConnection, *, unless_invalidated_since: int | None = None
+    ) -> None:
         now = time.monotonic()
         rows = await connection.execute(
             select(
@@ -196,6 +228,8 @@ class AlertService:
                 timedelta(seconds=cooldown),
             )
             rules.setdefault(instrument_id, []).append(rule)
+        if unless_invalidated_since not in (None, self._generation):
+            return  # invalidated while this ran: the next evaluation reloads
         self._rules, self._rules_loaded_at = rules, now
 
     def _check(self, rule: Rule, tick: TickRecord, previous: float | None) -> dict[str, Any] | None:

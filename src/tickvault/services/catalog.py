@@ -5,13 +5,16 @@
     catalog = InstrumentCatalog(engine)
     record = await catalog.validate({"symbol": "AAPL", "timestamp": now, "price": 189.2})
 
-The cache is reloaded when it is older than ``TTL_SECONDS``, after ``invalidate()`` (call it
-after changing an instrument in this process), and when a tick names an instrument it does
-not know (at most once per ``MISS_RELOAD_SECONDS``, so a stream of unknown ids costs no query
-per tick). An instrument created by another process is found at once; one deactivated there
-is refused within ``TTL_SECONDS``.
+The cache is reloaded before the next tick after ``invalidate()`` (call it after changing an
+instrument in this process) and when a tick names an instrument it does not know (at most
+once per ``MISS_RELOAD_SECONDS``, so a stream of unknown ids costs no query per tick); and in
+the background, without holding up any tick, when it is older than ``TTL_SECONDS``. An
+instrument created by another process is found at once; one deactivated there is refused
+within about ``TTL_SECONDS``.
 """
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -32,14 +35,27 @@ class InstrumentCatalog:
         self.engine = engine
         self._validator: TickValidator | None = None
         self._loaded_at = 0.0
+        self._loading = asyncio.Lock()  # one reload at a time, shared by all who wait
+        self._refresh: asyncio.Task[None] | None = None
+
+    async def aclose(self) -> None:
+        """Stop a background reload, if one runs."""
+        if self._refresh is not None and not self._refresh.done():
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
 
     def invalidate(self) -> None:
-        self._loaded_at = 0.0
+        self._validator = None
 
     async def validator(self) -> TickValidator:
-        """A validator over the cached instruments (reloaded when stale)."""
-        if self._validator is None or time.monotonic() - self._loaded_at >= TTL_SECONDS:
+        """A validator over the cached instruments."""
+        if self._validator is None:
             await self._load()
+        elif time.monotonic() - self._loaded_at >= TTL_SECONDS and (
+            self._refresh is None or self._refresh.done()
+        ):
+            self._refresh = asyncio.create_task(self._background(), name="tickvault-instruments")
         assert self._validator is not None
         return self._validator
 
@@ -58,6 +74,19 @@ class InstrumentCatalog:
         return self._validator(row)
 
     async def _load(self) -> None:
+        started = time.monotonic()
+        async with self._loading:
+            if self._validator is not None and self._loaded_at >= started:
+                return  # someone reloaded while this one waited
+            await self._reload()
+
+    async def _background(self) -> None:
+        try:
+            await self._load()
+        except Exception:  # the next tick that needs the instruments will say why
+            return
+
+    async def _reload(self) -> None:
         try:
             async with self.engine.connect() as connection:
                 rows = (

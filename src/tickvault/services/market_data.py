@@ -218,6 +218,9 @@ class MarketDataService:
     async def aclose(self) -> None:
         """Write every queued tick and stop the writer."""
         await self.writer.aclose()
+        await self.catalog.aclose()
+        if self.alerts is not None:
+            await self.alerts.aclose()
 
     async def __aenter__(self) -> "MarketDataService":
         return self

@@ -181,6 +181,9 @@ class TickWriter:
             finally:
                 self._queued -= taken
                 self._room.set()
+            # A SQLite batch may have been written without yielding once: let the answered
+            # producers (and whoever is waiting to queue) run before taking the next one.
+            await asyncio.sleep(0)
 
     async def _write(self, batch: list[_Request]) -> None:
         records = [record for request in batch for record in request.records]
