@@ -16,7 +16,15 @@ def _error(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description}
 
 
-UNREADABLE: Responses = {400: _error("The request body cannot be parsed.")}
+UNREADABLE: Responses = {
+    400: {
+        "description": "The request cannot be parsed: its body (JSON), or the HTTP request "
+        "itself, such as a request line over the server's limit (plain text, from the HTTP "
+        "server before the API sees it).",
+        "model": Problem,
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
 UNAUTHORIZED: Responses = {401: _error("Missing or wrong X-API-Key (when a key is configured).")}
 UNAVAILABLE: Responses = {
     503: _error(

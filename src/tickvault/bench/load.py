@@ -127,7 +127,7 @@ async def through_service(url: str, writers: int, seconds: float, offset: int) -
     return result
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -137,7 +137,7 @@ def _free_port() -> int:
 def serving(url: str) -> Iterator[int]:
     """``tickvault serve`` on a free local port, in a process of its own (as in production:
     the clients here do not share its interpreter), for the duration of the block."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-c", "from tickvault.cli import main; main()", "serve"]
     # Its log goes to a file: a pipe nobody reads would fill up and stall the server.
     with (
@@ -150,7 +150,7 @@ def serving(url: str) -> Iterator[int]:
         ) as process,
     ):
         try:
-            _wait_for_port(port, process, log)
+            wait_for_port(port, process, log)
             yield port
         finally:
             process.send_signal(signal.SIGINT)
@@ -160,7 +160,7 @@ def serving(url: str) -> Iterator[int]:
                 process.kill()
 
 
-def _wait_for_port(port: int, process: "subprocess.Popen[bytes]", log: IO[bytes]) -> None:
+def wait_for_port(port: int, process: "subprocess.Popen[bytes]", log: IO[bytes]) -> None:
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None or time.monotonic() > deadline:

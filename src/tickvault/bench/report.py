@@ -76,8 +76,8 @@ def load_table(engine: str, results: dict[str, Any]) -> Table:
     for name in ("path", "writers", "ticks/s", "p50 ms", "p99 ms", "acknowledged = stored",
                  "errors", "'database is locked'"):  # fmt: skip
         table.add_column(name, justify="left" if name == "path" else "right", no_wrap=True)
-    for path, rows in results["load"].items():
-        for row in rows:
+    for path in ("service", "http"):
+        for row in results["load"][path]:
             table.add_row(
                 "MarketDataService" if path == "service" else "HTTP API",
                 str(row["writers"]), f"{row['ticks_per_second']:,.0f}",
@@ -87,6 +87,40 @@ def load_table(engine: str, results: dict[str, Any]) -> Table:
                 str(row["errors"]), str(row["database_locked_errors"]),
             )  # fmt: skip
     return table
+
+
+def live_table(engine: str, results: dict[str, Any]) -> Table:
+    """The live path against its yardsticks, measured in the same run."""
+    load = results["load"]
+    table = Table(title=f"{engine}: the live write path against its yardsticks (same run)")
+    for name in ("case", "measured", "yardstick", "ratio", "acknowledged = stored"):
+        table.add_column(name, justify="left" if name == "case" else "right", no_wrap=True)
+    single = load["single"]
+    table.add_row(
+        "one producer, p50 ms (vs ORM add + commit)", _ms(single["live"]["p50_ms"]),
+        _ms(single["orm"]["p50_ms"]), f"{single['p50_ratio']:.2f}x", "",
+    )  # fmt: skip
+    for figures in load["stream"]:
+        table.add_row(
+            f"WebSocket, {figures['ticks_per_message']} a message, ticks/s (vs bulk ingest)",
+            f"{figures['ticks_per_second']:,.0f}", f"{load['bulk_rows_per_second']:,.0f}",
+            f"{figures['ratio_to_bulk']:.2f}x", _stored(figures),
+        )  # fmt: skip
+    http = load["http_vs_bare"]
+    if "skipped" in http:
+        table.add_row("HTTP, one tick a request (wrk)", "skipped", http["skipped"], "", "")
+    else:
+        table.add_row(
+            f"HTTP, one tick a request, wrk -c{http['connections']}, req/s (vs bare FastAPI)",
+            f"{http['tickvault_requests_per_second']:,.0f}",
+            f"{http['bare_requests_per_second']:,.0f}", f"{http['ratio']:.2f}x", _stored(http),
+        )  # fmt: skip
+    return table
+
+
+def _stored(figures: dict[str, Any]) -> str:
+    mark = "=" if figures["all_acknowledged_stored"] else "!="
+    return f"{figures['acknowledged']:,} {mark} {figures['stored']:,}"
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from tickvault.bench import cases, data, load
+from tickvault.bench import cases, data, live, load
 from tickvault.database.engine import create_engine
 
 BASELINE, INDEXES, HEAD = "4524473b46fb", "df856072bded", "f79e2702f75c"
@@ -37,13 +37,19 @@ class BenchConfig:
     repeat: int = 3
     reads: int = 20  # runs of each read per repeat
     load_seconds: float = 10.0
-    writers: tuple[int, ...] = (1, 4, 16)
+    writers: tuple[int, ...] = (1, 16, 64)
+    live_single: int = 1_000  # single ticks, live path vs ORM add + commit, each
+    live_bulk: int = 200_000  # rows ingested in bulk, the stream's yardstick
+    stream_messages: tuple[int, ...] = (100, 1)  # ticks per WebSocket message
+    http_connections: int = 16
+    only_load: bool = False  # skip the per-revision cases: fill head, measure the load
 
     @classmethod
     def quick(cls, postgres_url: str | None = None) -> "BenchConfig":
         """Small sizes: a smoke test of the whole run in well under a minute."""
         return cls(postgres_url, rows=5_000, single=30, bulk=5_000, repeat=1, reads=3,
-                   load_seconds=1.0, writers=(1, 4))  # fmt: skip
+                   load_seconds=1.0, writers=(1, 4), live_single=30,
+                   live_bulk=2_000)  # fmt: skip
 
 
 Step = Callable[[str], None]
@@ -61,11 +67,17 @@ def run(config: BenchConfig, step: Step = lambda _: None) -> dict[str, Any]:
 
 def steps(config: BenchConfig) -> int:
     """How many times ``run`` calls ``step``, for a progress bar."""
-    per_engine = 3 + config.repeat * 3 * 2 + 1 + 2 + 2 * len(config.writers)
+    load = 2 * len(config.writers) + 3 + len(config.stream_messages)
+    per_engine = 1 + load if config.only_load else 3 + config.repeat * 3 * 2 + 1 + 2 + load
     return per_engine * (2 if config.postgres_url else 1)
 
 
 def _engine_run(engine: str, config: BenchConfig, step: Step) -> dict[str, Any]:
+    if config.only_load:
+        with data.throwaway(engine, config.postgres_url) as url:
+            step(f"{engine}: filling {config.rows:,} rows per table at {HEAD}")
+            data.prepare(url, HEAD, config.rows)
+            return {"load": _load(engine, url, config, step)}
     with ExitStack() as stack:
         urls = {}
         for revision in REVISIONS:
@@ -169,6 +181,26 @@ def _load(engine: str, url: str, config: BenchConfig, step: Step) -> dict[str, A
             result = load.through_http(url, port, writers, config.load_seconds, offset)
             results["http"].append(result.summary())
             offset += 10_000_000
+        results["stream"] = []
+        for per_message in config.stream_messages:
+            step(f"{engine}: WebSocket stream, {per_message} ticks a message, not waiting")
+            figures = live.stream(url, port, per_message, config.load_seconds, offset)
+            results["stream"].append(figures)
+            offset += 100_000_000
+    step(f"{engine}: bulk ingest of {config.live_bulk:,} rows (the stream's yardstick)")
+    results["bulk_rows_per_second"] = asyncio.run(live.bulk_rate(url, config.live_bulk, offset))
+    offset += 100_000_000
+    for figures in results["stream"]:
+        figures["ratio_to_bulk"] = round(
+            figures["ticks_per_second"] / results["bulk_rows_per_second"], 3
+        )
+    step(f"{engine}: one producer, live path vs ORM add + commit")
+    results["single"] = asyncio.run(live.single_vs_orm(url, config.live_single, offset))
+    offset += 100_000_000
+    step(f"{engine}: HTTP with wrk, tickvault vs a bare FastAPI endpoint")
+    results["http_vs_bare"] = live.http_vs_bare(
+        url, config.load_seconds, config.http_connections, offset
+    )
     return results
 
 

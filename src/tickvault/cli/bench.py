@@ -1,5 +1,6 @@
 """``tickvault bench``: measure the original performance claims on throwaway databases."""
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -38,6 +39,12 @@ def bench(
     load_seconds: Annotated[
         float, typer.Option(help="Seconds per concurrent-writer run.", min=0.1)
     ] = 10.0,
+    only_load: Annotated[
+        bool,
+        typer.Option(
+            "--only-load", help="Only the load part (the live write path), on a head database."
+        ),
+    ] = False,
 ) -> None:
     """Measure INSERT and read cost per revision, DECIMAL vs FLOAT, and concurrent load."""
     config = (
@@ -45,6 +52,7 @@ def bench(
         if quick
         else BenchConfig(postgres_url, rows, single, bulk, repeat, load_seconds=load_seconds)
     )
+    config = dataclasses.replace(config, only_load=only_load)
     out = console()
     if not out.is_terminal:
         out.width = 180  # wide tables, never wrapped to a pipe's default 80 columns
@@ -71,11 +79,13 @@ def bench(
         if "skipped" in figures:
             out.print(f"{engine}: skipped ({figures['skipped']})")
             continue
-        out.print(report.claims_table(engine, figures))
+        if not only_load:
+            out.print(report.claims_table(engine, figures))
         out.print(report.load_table(engine, figures))
+        out.print(report.live_table(engine, figures))
     os.makedirs(output, exist_ok=True)
     report.write_json(results, output / "bench.json")
-    charted = report.write_chart(results, output / "bench.png")
+    charted = not only_load and report.write_chart(results, output / "bench.png")
     out.print(
         f"results: {output / 'bench.json'}" + (f", {output / 'bench.png'}" if charted else "")
     )

@@ -38,6 +38,14 @@ def serve(
         bool, typer.Option("--simulate", help="Run a simulated market feed too.")
     ] = False,
     rate: Rate = 50.0,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="Log every request (off by default: at market speed a log line costs more "
+            "than storing the tick).",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs), optionally with a simulated feed."""
@@ -63,7 +71,7 @@ def serve(
     if simulate:
         out.print(f"simulated feed: {rate:g} ticks/s")
     app = create_app(url, simulate_rate=rate if simulate else None)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
 
 
 def seed(database_url: DatabaseUrl = None) -> None:

@@ -66,7 +66,10 @@ _SQLITE_LOGS = (
     f"VALUES ({', '.join('?' for _ in LOG_COLUMNS)})"
 )
 ON_LOOP_MAX_TICKS = 256  # SQLite: larger batches are written in the writer's thread
-CHECKPOINT_EVERY = 200  # SQLite: commits between WAL checkpoints
+# SQLite: a WAL checkpoint after this many ticks or commits, whichever comes first (about
+# what SQLite's own 1,000-page autocheckpoint amounts to for ticks and their index entries).
+CHECKPOINT_TICKS = 5_000
+CHECKPOINT_COMMITS = 200
 
 
 class CommitInDoubt(Exception):
@@ -86,7 +89,8 @@ class LiveStore:
         self._sqlite: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._checkpoint: Future[None] | None = None
-        self._commits = 0
+        self._commits = 0  # since the last checkpoint (SQLite)
+        self._ticks = 0
 
     async def write(
         self, records: Sequence[TickRecord], logs: Sequence[Mapping[str, Any]]
@@ -178,9 +182,10 @@ class LiveStore:
         if logs:
             report(self.engine, "INSERT INTO alert_logs", started, len(logs))
         self._commits += 1
-        if self._commits % CHECKPOINT_EVERY == 0 and (
-            self._checkpoint is None or self._checkpoint.done()
-        ):
+        self._ticks += len(records)
+        due = self._commits >= CHECKPOINT_COMMITS or self._ticks >= CHECKPOINT_TICKS
+        if due and (self._checkpoint is None or self._checkpoint.done()):
+            self._commits = self._ticks = 0
             self._checkpoint = self._thread.submit(_checkpoint, self.engine)
         return ids
 
