@@ -68,7 +68,9 @@ async def health(runtime: RuntimeDep) -> Health:
             head=head,
             detail=str(getattr(exc, "orig", None) or exc).strip().splitlines()[0],
         )
-        return JSONResponse(body.model_dump(), status_code=503)  # type: ignore[return-value]
+        return JSONResponse(  # type: ignore[return-value]
+            body.model_dump(), status_code=503, headers={"Retry-After": "1"}
+        )
     detail = None
     if revision != head:
         detail = (
