@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tickvault.database.engine import create_engine, create_session_factory
-from tickvault.errors import TickRefused, WriteQueueFull
+from tickvault.errors import DatabaseUnavailable, TickRefused, WriteQueueFull
 from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
 from tickvault.services.alerts import AlertService
 from tickvault.services.market_data import MarketDataService
@@ -249,3 +249,22 @@ async def test_a_full_queue_refuses_at_once_and_stores_what_it_took(
     async with session_factory() as session:
         count = len((await session.scalars(select(MarketData.id))).all())
     assert count == 10
+
+
+async def test_closing_commits_what_is_queued_and_refuses_what_comes_after(
+    session_factory: Sessions, head_url: str
+) -> None:
+    [instrument_id] = await add_instruments(session_factory, ["AAA"])
+    service = MarketDataService(session_factory)
+    async with holding_write_lock(head_url):
+        pending = [await service.submit([at(instrument_id, n, 100.0)]) for n in range(5)]
+        closing = asyncio.create_task(service.aclose())
+        await asyncio.sleep(0.1)
+        assert not closing.done()  # it waits for the queue to be written
+        with pytest.raises(DatabaseUnavailable, match="shutting down"):
+            await service.submit([at(instrument_id, 9, 100.0)])
+    await closing
+    ids = [(await p).ids[0] for p in pending]
+    async with session_factory() as session:
+        stored = (await session.scalars(select(MarketData.id).order_by(MarketData.id))).all()
+    assert list(stored) == ids
