@@ -8,6 +8,7 @@ leaves nothing behind) — the recipe from SQLAlchemy's SQLite dialect docs.
 
 import asyncio
 import sqlite3
+import urllib.parse
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -124,7 +125,13 @@ def sqlite_writer_connection(
             "the live tick writer needs a SQLite database file, not an in-memory database"
         )
     settings = get_settings()
-    connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    # mode=rw: never create a stray empty file where the database should be.
+    connection = sqlite3.connect(
+        f"file:{urllib.parse.quote(database)}?mode=rw",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+    )
     for pragma in _sqlite_pragmas(
         is_file=True,
         cache_size_mb=settings.sqlite_cache_size_mb,

@@ -9,8 +9,8 @@ The cache is reloaded before the next tick after ``invalidate()`` (call it after
 instrument in this process) and when a tick names an instrument it does not know (at most
 once per ``MISS_RELOAD_SECONDS``, so a stream of unknown ids costs no query per tick); and in
 the background, without holding up any tick, when it is older than ``TTL_SECONDS``. An
-instrument created by another process is found at once; one deactivated there is refused
-within about ``TTL_SECONDS``.
+instrument created by another process is found within ``MISS_RELOAD_SECONDS``; one
+deactivated there is refused within about ``TTL_SECONDS``.
 """
 
 import asyncio
