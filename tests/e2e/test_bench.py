@@ -2,6 +2,7 @@
 load's acknowledged writes all stored, no "database is locked", JSON and chart written."""
 
 import json
+import shutil
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -40,4 +41,20 @@ def test_quick_bench_measures_every_case_on_both_engines(tmp_path: Path) -> None
                 assert run["acknowledged"] > 0, (engine, path, run)
                 assert run["all_acknowledged_stored"], (engine, path, run)
                 assert run["database_locked_errors"] == 0, (engine, path, run)
+        load = figures["load"]
+        assert [s["ticks_per_message"] for s in load["stream"]] == [100, 1]
+        for stream in load["stream"]:
+            assert stream["acknowledged"] > 0, (engine, stream)
+            assert stream["all_acknowledged_stored"], (engine, stream)
+            assert stream["in_order"], (engine, stream)
+            assert stream["errors"] == 0, (engine, stream)
+        assert load["bulk_rows_per_second"] > 0
+        assert load["single"]["live"]["p50_ms"] <= load["single"]["live"]["p99_ms"]
+        http = load["http_vs_bare"]
+        if shutil.which("wrk") is None:
+            assert http == {"skipped": "wrk is not installed (Debian: apt-get install wrk)"}
+        else:
+            assert http["acknowledged"] > 0, (engine, http)
+            assert http["all_acknowledged_stored"], (engine, http)
+            assert http["errors"] == 0, (engine, http)
     assert results["engines"]["postgresql"]["server"].startswith("PostgreSQL")

@@ -73,6 +73,13 @@ async def single_vs_orm(url: str, n: int, offset: int) -> dict[str, Any]:
     orm: list[float] = []
     try:
         async with MarketDataService(sessions, alerts=AlertService(sessions)) as service:
+            # Warm up both paths on every instrument: the service learns each instrument's
+            # previous price once, and neither should be timed opening connections.
+            for i in range(INSTRUMENTS):
+                await service.insert_market_data(_tick(offset - 2 * INSTRUMENTS + i))
+                async with sessions() as session:
+                    session.add(MarketData(**_tick(offset - INSTRUMENTS + i)))
+                    await session.commit()
             for i in range(n):
                 started = time.perf_counter()
                 await service.insert_market_data(_tick(offset + 2 * i))
@@ -165,10 +172,13 @@ def http_vs_bare(url: str, seconds: float, connections: int, offset: int) -> dic
         )
     try:
         bare = _wrk_bare(wrk, script.name, seconds, connections)
-        before = asyncio.run(count_ticks(url))
         with serving(url) as port:
+            _wrk(wrk, script.name, port, 1, connections)  # warm-up, not counted
+            before = asyncio.run(count_ticks(url))
             served = _wrk(wrk, script.name, port, seconds, connections)
-        stored = asyncio.run(count_ticks(url)) - before
+            # wrk stops with requests in flight: let them finish before counting.
+            time.sleep(0.5)
+            stored = asyncio.run(count_ticks(url)) - before
     finally:
         os.unlink(script.name)
     acknowledged = served["requests"] - served["errors"]
@@ -194,6 +204,7 @@ def _wrk_bare(wrk: str, script: str, seconds: float, connections: int) -> dict[s
     with tempfile.TemporaryFile() as log, subprocess.Popen(command, stdout=log, stderr=log) as p:
         try:
             wait_for_port(port, p, log)
+            _wrk(wrk, script, port, 1, connections)  # warm-up, not counted
             return _wrk(wrk, script, port, seconds, connections)
         finally:
             p.terminate()
