@@ -484,3 +484,30 @@ def _leaves(value: object) -> Iterator[object]:
             yield from _leaves(item)
     else:
         yield value
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/market-data", '{"ticks": NaN}', "ticks"),
+        ("POST", "/market-data", '{"ticks": "\\ud800"}', "ticks"),
+        ("POST", "/instruments", '{"symbol": "X", "name": "a\\ud800b"}', "name"),
+        ("PATCH", "/instruments/1", '{"is_active": NaN}', "is_active"),
+        ("PATCH", "/instruments/1", '{"is_active": Infinity}', "is_active"),
+        (
+            "POST",
+            "/alert-rules",
+            '{"name": "r", "instrument_id": 1, "condition": "price_above", "threshold": 1e400}',
+            "threshold",
+        ),
+    ],
+)
+def test_hostile_json_is_a_422_naming_the_field_never_a_500(
+    client: TestClient, method: str, path: str, body: str, field: str
+) -> None:
+    add_instrument(client)
+    response = client.request(
+        method, path, content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", field]]

@@ -9,6 +9,7 @@ import logging
 
 import asyncpg
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
@@ -62,6 +63,28 @@ async def _tickvault_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=code)
 
 
+def _text(value: object) -> str | int:
+    """A value safe to encode as JSON: lone surrogates escaped, never NaN."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's per-field 422, without echoing the input: a client's NaN, infinity or lone
+    surrogate cannot be written back as JSON (the default handler then fails with a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {
+            "loc": [_text(part) for part in error.get("loc", ())],
+            "msg": _text(error.get("msg", "")),
+            "type": _text(error.get("type", "")),
+        }
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
     """A database or connection error that no repository translated."""
     reason = reason_of(exc)
@@ -80,6 +103,7 @@ async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(TickvaultError, _tickvault_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     # Connection errors reach here as SQLAlchemy's, asyncpg's or the OS's own.
     for kind in (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         app.add_exception_handler(kind, _driver_error)
