@@ -174,6 +174,7 @@ def http_vs_bare(url: str, seconds: float, connections: int, offset: int) -> dic
         bare = _wrk_bare(wrk, script.name, seconds, connections)
         with serving(url) as port:
             _wrk(wrk, script.name, port, 1, connections)  # warm-up, not counted
+            time.sleep(0.5)  # its last requests finish before counting
             before = asyncio.run(count_ticks(url))
             served = _wrk(wrk, script.name, port, seconds, connections)
             # wrk stops with requests in flight: let them finish before counting.
@@ -214,6 +215,7 @@ def _wrk_bare(wrk: str, script: str, seconds: float, connections: int) -> dict[s
 def _wrk(wrk: str, script: str, port: int, seconds: float, connections: int) -> dict[str, Any]:
     out = subprocess.run(
         [wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         "--timeout", "30s",
          "-s", script, f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip

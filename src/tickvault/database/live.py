@@ -100,6 +100,21 @@ class LiveStore:
             return await self._write_postgres(records, logs)
         return await self._write_sqlite(records, logs)
 
+    async def probe(self) -> None:
+        """Raise the driver's error unless a write could start now: on PostgreSQL the server
+        answers; on SQLite no other process holds the write lock (a read would succeed
+        while it does)."""
+        if self.engine.dialect.name == "postgresql":
+            async with self.engine.connect() as connection:
+                await connection.exec_driver_sql("SELECT 1")
+            return
+        if self._sqlite is None:
+            self._sqlite = sqlite_writer_connection(self.engine, checkpoints=False)
+        async with write_lock(self.engine):
+            self._sqlite.execute("PRAGMA busy_timeout=0")
+            self._sqlite.execute("BEGIN IMMEDIATE")
+            self._sqlite.execute("ROLLBACK")
+
     async def release(self) -> None:
         """Give the pooled connection back (PostgreSQL), while there is nothing to write."""
         if self._postgres is not None:

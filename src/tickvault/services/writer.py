@@ -267,8 +267,7 @@ class TickWriter:
         while True:
             await asyncio.sleep(PROBE_SECONDS)
             try:
-                async with self.engine.connect() as connection:
-                    await connection.execute(text("SELECT 1"))
+                await self._live.probe()
             except Exception as exc:
                 self.down = reason_of(exc)
                 continue
