@@ -46,6 +46,24 @@ def test_upgrade_current_downgrade_and_history(runner: CliRunner, database_url: 
     assert out.splitlines()[-1].startswith(f"f79e2702f75c -> {HEAD} (head)")
 
 
+def test_build_indexes_then_upgrade(runner: CliRunner, database_url: str) -> None:
+    url = ["--database-url", database_url]
+    assert tickvault(runner, "db", "upgrade", "f79e2702f75c", *url)[0] == 0
+
+    code, out, err = tickvault(runner, "db", "build-indexes", *url)
+    if database_url.startswith("sqlite"):
+        assert code == 1
+        assert err.startswith("error: building indexes CONCURRENTLY is for PostgreSQL")
+    else:
+        assert code == 0, err
+        assert out.splitlines()[0] == "ix_market_data_instrument_timestamp: built"
+    code, out, _ = tickvault(runner, "db", "upgrade", *url)
+    assert (code, out.strip()) == (0, f"database at revision {HEAD}")
+    code, out, _ = tickvault(runner, "db", "build-indexes", *url)
+    if not database_url.startswith("sqlite"):
+        assert (code, out.strip()) == (0, "nothing to build: the next revision creates no index")
+
+
 def test_the_url_comes_from_the_environment(
     runner: CliRunner, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -85,7 +85,10 @@ def soft_deleted(model: Any) -> ColumnElement[bool]:
     plain ``deleted_at IS NOT NULL`` and ``ORDER BY id`` SQLite (no statistics) walks the
     whole table by id instead, to skip a sort.
     """
-    return model.id.in_(select(model.id).where(model.deleted_at.is_not(None)))
+    condition: ColumnElement[bool] = model.id.in_(
+        select(model.id).where(model.deleted_at.is_not(None))
+    )
+    return condition
 
 
 def by_id(row: Any) -> int:

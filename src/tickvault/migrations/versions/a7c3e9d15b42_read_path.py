@@ -17,6 +17,7 @@ Create Date: 2024-01-05 00:00:00
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -39,7 +40,7 @@ REPLACED = {
 
 
 def _create(index: OnlineIndex) -> None:
-    where = {}
+    where: dict[str, Any] = {}
     if index.where:
         predicate = sa.text(index.where)
         where = {"sqlite_where": predicate, "postgresql_where": predicate}
