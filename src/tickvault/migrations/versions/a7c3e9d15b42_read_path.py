@@ -50,6 +50,8 @@ def _create(index: OnlineIndex) -> None:
 def _ensure(index: OnlineIndex) -> None:
     """Create ``index``, or keep it if PostgreSQL already holds it built as defined."""
     if op.get_context().dialect.name == "postgresql" and not is_offline():
+        # A build-indexes run cut short between its build and its rename leaves this.
+        op.execute(f"DROP INDEX IF EXISTS {index.name}_new")
         found = existing(op.get_bind(), index)
         if found == (True, True):
             return
