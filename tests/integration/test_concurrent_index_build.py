@@ -26,6 +26,7 @@ from tickvault.services import schema
 SOFT_DELETE, HEAD = "f79e2702f75c", "a7c3e9d15b42"
 NEW = "ix_market_data_instrument_timestamp"
 BUILT = [NEW, "ix_market_data_deleted_at", "ix_alert_logs_deleted_at", "ix_alert_rules_instrument"]
+DELETED = "deleted_at IS NOT NULL"
 TICK = "INSERT INTO market_data (instrument_id, timestamp, price) VALUES (1, :t, 1.5)"
 
 
@@ -68,9 +69,6 @@ def test_indexes_built_beforehand_are_kept_by_the_upgrade(live_table: str) -> No
     assert run_on(live_table, _oids) == before  # kept, not built again
     assert run_on(live_table, _shapes) == HEAD_INDEXES
     assert schema.build_indexes_concurrently(live_table) == []
-
-
-DELETED = "deleted_at IS NOT NULL"
 
 
 async def _commit_a_write(engine: AsyncEngine) -> None:

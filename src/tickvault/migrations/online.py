@@ -5,7 +5,7 @@ commits: every INSERT waits for the whole build. ``CREATE INDEX CONCURRENTLY`` t
 SHARE UPDATE EXCLUSIVE (writers go on), but cannot run inside a transaction, and Alembic runs
 a migration in one. So the operator builds them first, outside any transaction::
 
-    tickvault db build-indexes      # PostgreSQL: CONCURRENTLY, for the pending revisions
+    tickvault db build-indexes      # PostgreSQL: CONCURRENTLY, for the next revision
     tickvault db upgrade            # the revision finds them built and keeps them
 
 The revision keeps an index it finds valid and exactly as defined here; anything else under
@@ -76,10 +76,6 @@ def existing(connection: Connection, index: OnlineIndex) -> tuple[bool, bool] | 
             ) == _normalized(index.where)
             return bool(valid), same
     return bool(valid), False
-
-
-def is_built(connection: Connection, index: OnlineIndex) -> bool:
-    return existing(connection, index) == (True, True)
 
 
 def build_concurrently(connection: Connection, index: OnlineIndex) -> bool:
