@@ -2,7 +2,9 @@
 
 Fills a throwaway database at the baseline with N market_data rows (and N/10 alert_logs),
 then times every upgrade step to head and every downgrade step back. On PostgreSQL each
-step holds its table locks for about the time shown (see docs/migrations.md).
+step holds its table locks for about the time shown (see docs/migrations.md); then, from
+f79e2702f75c again, ``tickvault db build-indexes`` (CONCURRENTLY, writers go on) and the
+upgrade to a7c3e9d15b42 that follows it.
 
     python benchmarks/migration_timing.py --rows 1000000 \
         --postgres-url postgresql://postgres@127.0.0.1/test
@@ -23,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from tickvault.services import schema
 
-CHAIN = ["4524473b46fb", "df856072bded", "4a24cf1de90a", "f79e2702f75c"]
+CHAIN = ["4524473b46fb", "df856072bded", "4a24cf1de90a", "f79e2702f75c", "a7c3e9d15b42"]
 START = datetime(2024, 1, 2, tzinfo=UTC)
 
 
@@ -142,6 +144,19 @@ def _time_chain(url: str) -> list[tuple[str, float]]:
     return timings
 
 
+def _time_online(url: str) -> list[tuple[str, float]]:
+    schema.upgrade(url, "f79e2702f75c")
+    started = time.perf_counter()
+    schema.build_indexes_concurrently(url)
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    schema.upgrade(url, "a7c3e9d15b42")
+    return [
+        ("build-indexes (concurrent)", built),
+        ("then upgrade to a7c3e9d15b42", time.perf_counter() - started),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -176,6 +191,7 @@ def main() -> None:
             print(f"postgresql: filling {args.rows:,} rows ...", flush=True)
             asyncio.run(_fill_postgres(url, args.rows))
             results["postgresql"] = _time_chain(url)
+            online = _time_online(url)
         finally:
             asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -184,6 +200,10 @@ def main() -> None:
     print(f"{'step':<28}" + "".join(f"{e:>14}" for e in engines))
     for i, (step, _) in enumerate(results[engines[0]]):
         print(f"{step:<28}" + "".join(f"{results[e][i][1]:>13.1f}s" for e in engines))
+    if args.postgres_url:
+        print("\nPostgreSQL, from f79e2702f75c:")
+        for step, seconds in online:
+            print(f"{step:<28}{seconds:>13.1f}s")
 
 
 if __name__ == "__main__":

@@ -379,8 +379,8 @@ def test_performance_metrics_table_analysis_prometheus_and_health(client: TestCl
     assert client.get("/health").json() == {
         "status": "ok",
         "database": "reachable",
-        "revision": "f79e2702f75c",
-        "head": "f79e2702f75c",
+        "revision": "a7c3e9d15b42",
+        "head": "a7c3e9d15b42",
         "detail": None,
     }
 

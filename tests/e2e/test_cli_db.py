@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from tests.integration.migration_data import run_on
 from tickvault.cli import app
 
-HEAD = "f79e2702f75c"
+HEAD = "a7c3e9d15b42"
 
 
 @pytest.fixture
@@ -29,10 +29,11 @@ def test_upgrade_current_downgrade_and_history(runner: CliRunner, database_url: 
     assert code == 0, err
     assert out.strip() == f"database at revision {HEAD}"
     assert "Running upgrade 4a24cf1de90a -> f79e2702f75c" in err
+    assert f"Running upgrade f79e2702f75c -> {HEAD}" in err
     assert tickvault(runner, "db", "current", *url)[1].strip() == f"{HEAD} (head)"
 
     code, out, _ = tickvault(runner, "db", "downgrade", "-1", *url)
-    assert (code, out.strip()) == (0, "database at revision 4a24cf1de90a")
+    assert (code, out.strip()) == (0, "database at revision f79e2702f75c")
     code, out, _ = tickvault(runner, "db", "downgrade", "base", *url)
     assert (code, out.strip()) == (0, "database at revision base (empty)")
     assert tickvault(runner, "db", "current", *url)[1].startswith("none (empty database")
@@ -42,7 +43,25 @@ def test_upgrade_current_downgrade_and_history(runner: CliRunner, database_url: 
     code, out, _ = tickvault(runner, "db", "history")
     assert code == 0
     assert out.splitlines()[0].startswith("<base> -> 4524473b46fb")
-    assert out.splitlines()[-1].startswith(f"4a24cf1de90a -> {HEAD} (head)")
+    assert out.splitlines()[-1].startswith(f"f79e2702f75c -> {HEAD} (head)")
+
+
+def test_build_indexes_then_upgrade(runner: CliRunner, database_url: str) -> None:
+    url = ["--database-url", database_url]
+    assert tickvault(runner, "db", "upgrade", "f79e2702f75c", *url)[0] == 0
+
+    code, out, err = tickvault(runner, "db", "build-indexes", *url)
+    if database_url.startswith("sqlite"):
+        assert code == 1
+        assert err.startswith("error: building indexes CONCURRENTLY is for PostgreSQL")
+    else:
+        assert code == 0, err
+        assert out.splitlines()[0] == "ix_market_data_instrument_timestamp: built"
+    code, out, _ = tickvault(runner, "db", "upgrade", *url)
+    assert (code, out.strip()) == (0, f"database at revision {HEAD}")
+    code, out, _ = tickvault(runner, "db", "build-indexes", *url)
+    if not database_url.startswith("sqlite"):
+        assert (code, out.strip()) == (0, "nothing to build: the next revision creates no index")
 
 
 def test_the_url_comes_from_the_environment(

@@ -51,6 +51,26 @@ def reflect(connection: Connection, name: str) -> sa.Table:
     return sa.Table(name, sa.MetaData(), autoload_with=connection)
 
 
+def normalized_predicate(predicate: Any) -> str | None:
+    """A partial index's predicate as text, without the parentheses PostgreSQL adds."""
+    if predicate is None:
+        return None
+    return " ".join(str(predicate).replace("(", " ").replace(")", " ").split())
+
+
+def index_shapes(connection: Connection, table: str) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """name -> (columns, partial predicate or None), as the database reports them."""
+    shapes = {}
+    for index in sa.inspect(connection).get_indexes(table):
+        options = index.get("dialect_options", {})
+        where = options.get("postgresql_where", options.get("sqlite_where"))
+        shapes[str(index["name"])] = (
+            tuple(str(c) for c in index["column_names"]),
+            normalized_predicate(where),
+        )
+    return shapes
+
+
 def _price(rng: random.Random, i: int) -> Decimal | None:
     if i < len(EDGE_VALUES):
         return EDGE_VALUES[i]

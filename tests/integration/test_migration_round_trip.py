@@ -15,49 +15,86 @@ from sqlalchemy.engine import Connection
 
 from tests.integration.migration_data import (
     count_rows,
+    index_shapes,
     insert_rows,
     make_rows,
     normalized,
+    normalized_predicate,
     read_rows,
     run_on,
 )
+from tickvault.database.base import Base
 from tickvault.services import schema
 
-BASELINE, INDEXES, FLOATS, HEAD = "4524473b46fb", "df856072bded", "4a24cf1de90a", "f79e2702f75c"
-CHAIN = [BASELINE, INDEXES, FLOATS, HEAD]
+BASELINE, INDEXES, FLOATS, SOFT_DELETE, HEAD = (
+    "4524473b46fb",
+    "df856072bded",
+    "4a24cf1de90a",
+    "f79e2702f75c",
+    "a7c3e9d15b42",
+)
+CHAIN = [BASELINE, INDEXES, FLOATS, SOFT_DELETE, HEAD]
+DELETED = "deleted_at IS NOT NULL"
 
-BASELINE_INDEXES = {
+# name -> (columns, partial predicate); SQLite does not reflect DESC, so columns only.
+Indexes = dict[str, tuple[tuple[str, ...], str | None]]
+BASELINE_INDEXES: dict[str, Indexes] = {
     "market_data": {
-        "ix_market_data_timestamp",
-        "ix_market_data_instrument",
-        "ix_market_data_price",
-        "ix_market_data_latest",
-        "ix_market_data_timestamp_instrument",
+        "ix_market_data_timestamp": (("timestamp",), None),
+        "ix_market_data_instrument": (("instrument_id",), None),
+        "ix_market_data_price": (("price",), None),
+        "ix_market_data_latest": (("instrument_id", "timestamp"), None),
+        "ix_market_data_timestamp_instrument": (("timestamp", "instrument_id"), None),
     },
     "alert_logs": {
-        "ix_alert_logs_timestamp",
-        "ix_alert_logs_instrument_timestamp",
-        "ix_alert_logs_rule_timestamp",
-        "ix_alert_logs_rule",
-        "ix_alert_logs_timestamp_instrument",
-        "ix_alert_logs_timestamp_rule",
-        "ix_alert_logs_fired_status",
-        "ix_alert_logs_delivery_status",
-        "ix_alert_logs_evaluation_time",
-        "ix_alert_logs_recent",
+        "ix_alert_logs_timestamp": (("timestamp",), None),
+        "ix_alert_logs_instrument_timestamp": (("instrument_id", "timestamp"), None),
+        "ix_alert_logs_rule_timestamp": (("rule_id", "timestamp"), None),
+        "ix_alert_logs_rule": (("rule_id",), None),
+        "ix_alert_logs_timestamp_instrument": (("timestamp", "instrument_id"), None),
+        "ix_alert_logs_timestamp_rule": (("timestamp", "rule_id"), None),
+        "ix_alert_logs_fired_status": (("fired_status",), None),
+        "ix_alert_logs_delivery_status": (("delivery_status",), None),
+        "ix_alert_logs_evaluation_time": (("evaluation_time_ms",), None),
+        "ix_alert_logs_recent": (("rule_id", "timestamp"), None),
     },
+    "alert_rules": {},
 }
-REDUCED_INDEXES = {
-    "market_data": {"ix_market_data_timestamp_instrument", "ix_market_data_instrument_price"},
+REDUCED_INDEXES: dict[str, Indexes] = {
+    "market_data": {
+        "ix_market_data_timestamp_instrument": (("timestamp", "instrument_id"), None),
+        "ix_market_data_instrument_price": (("instrument_id", "price"), None),
+    },
     "alert_logs": {
-        "ix_alert_logs_timestamp",
-        "ix_alert_logs_instrument_timestamp",
-        "ix_alert_logs_rule_timestamp",
-        "ix_alert_logs_status",
+        "ix_alert_logs_timestamp": (("timestamp",), None),
+        "ix_alert_logs_instrument_timestamp": (("instrument_id", "timestamp"), None),
+        "ix_alert_logs_rule_timestamp": (("rule_id", "timestamp"), None),
+        "ix_alert_logs_status": (("fired_status", "delivery_status"), None),
     },
+    "alert_rules": {},
 }
-HEAD_INDEXES = {
-    table: names | {f"ix_{table}_deleted_at"} for table, names in REDUCED_INDEXES.items()
+SOFT_DELETE_INDEXES: dict[str, Indexes] = {
+    "market_data": {
+        **REDUCED_INDEXES["market_data"],
+        "ix_market_data_deleted_at": (("deleted_at",), None),
+    },
+    "alert_logs": {
+        **REDUCED_INDEXES["alert_logs"],
+        "ix_alert_logs_deleted_at": (("deleted_at",), None),
+    },
+    "alert_rules": {},
+}
+HEAD_INDEXES: dict[str, Indexes] = {
+    "market_data": {
+        "ix_market_data_timestamp_instrument": (("timestamp", "instrument_id"), None),
+        "ix_market_data_instrument_timestamp": (("instrument_id", "timestamp", "id"), None),
+        "ix_market_data_deleted_at": (("deleted_at",), DELETED),
+    },
+    "alert_logs": {
+        **REDUCED_INDEXES["alert_logs"],
+        "ix_alert_logs_deleted_at": (("deleted_at",), DELETED),
+    },
+    "alert_rules": {"ix_alert_rules_instrument": (("instrument_id",), None)},
 }
 VALUE_COLUMNS = {
     "market_data": ["price", "bid", "ask", "open_price", "high_price", "low_price"],
@@ -88,6 +125,12 @@ EXPECTED = {
         "ondelete": "CASCADE",
         "deleted_at": False,
     },
+    SOFT_DELETE: {
+        "indexes": SOFT_DELETE_INDEXES,
+        "values": "FLOAT",
+        "ondelete": "RESTRICT",
+        "deleted_at": True,
+    },
     HEAD: {"indexes": HEAD_INDEXES, "values": "FLOAT", "ondelete": "RESTRICT", "deleted_at": True},
 }
 
@@ -114,7 +157,7 @@ def describe_schema(url: str) -> dict[str, Any]:
             for fk in inspector.get_foreign_keys(table)
         }
         return {
-            "indexes": {t: {ix["name"] for ix in inspector.get_indexes(t)} for t in VALUE_COLUMNS},
+            "indexes": {t: index_shapes(connection, t) for t in HEAD_INDEXES},
             "values": {
                 f"{t}.{c}": _kind(columns[t][c]["type"])
                 for t, cs in VALUE_COLUMNS.items()
@@ -169,6 +212,23 @@ def test_populated_round_trip_keeps_every_row_and_value(
         assert read_rows(database_url, "market_data") == populated_baseline["market_data"], step
         assert read_rows(database_url, "alert_logs") == populated_baseline["alert_logs"], step
         assert_schema_at(database_url, step)
+
+
+def test_head_indexes_match_the_models(head_url: str) -> None:
+    """Alembic's autogenerate compares names and columns but not partial predicates: this
+    compares them too, models against the migrated database."""
+    models = {
+        table: {
+            ix.name: (
+                tuple(c.name for c in ix.columns),
+                normalized_predicate(ix.dialect_options["postgresql"]["where"]),
+            )
+            for ix in Base.metadata.tables[table].indexes
+        }
+        for table in HEAD_INDEXES
+    }
+    assert models == HEAD_INDEXES
+    assert describe_schema(head_url)["indexes"] == models
 
 
 def test_the_data_holds_the_edge_values(populated_baseline: dict[str, Any]) -> None:

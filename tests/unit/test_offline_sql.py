@@ -22,7 +22,12 @@ def test_offline_upgrade_prints_the_whole_chain_for_postgresql() -> None:
         "precision, ALTER COLUMN bid TYPE DOUBLE PRECISION",
         "ALTER TABLE alert_logs ADD COLUMN deleted_at TIMESTAMP WITH TIME ZONE",
         "ON DELETE RESTRICT",
-        "UPDATE alembic_version SET version_num='f79e2702f75c'",
+        "DROP INDEX ix_market_data_instrument_price",
+        "CREATE INDEX ix_market_data_instrument_timestamp ON market_data (instrument_id, "
+        "timestamp, id)",
+        "CREATE INDEX ix_market_data_deleted_at ON market_data (deleted_at) WHERE deleted_at "
+        "IS NOT NULL",
+        "UPDATE alembic_version SET version_num='a7c3e9d15b42'",
         "COMMIT",
     ):
         assert expected in sql, expected

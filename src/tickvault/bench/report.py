@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from tickvault.bench.run import BASELINE, HEAD, INDEXES
+from tickvault.bench.run import BASELINE, HEAD, INDEXES, REVISIONS, SOFT_DELETE
 
 # What the original design claimed, without measuring: (before, after) in ms, or a speed-up.
 CLAIMS = {
@@ -27,13 +27,20 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.3f}"
 
 
+def _ratios(values: list[float]) -> tuple[str, str, str]:
+    """indexes / baseline, head / baseline, head / soft delete."""
+    baseline, indexes, soft_delete, head = values
+    return _ratio(indexes, baseline), _ratio(head, baseline), _ratio(head, soft_delete)
+
+
 def claims_table(engine: str, results: dict[str, Any]) -> Table:
     """The original before/after claims beside the measured figures of one engine."""
     table = Table(
         title=f"{engine}: claimed vs measured (calculations: DECIMAL at baseline, FLOAT at head)"
     )
     for name in ("case", "claimed", f"baseline {BASELINE}", f"indexes {INDEXES}",
-                 f"head {HEAD}", "indexes/baseline", "head/baseline"):  # fmt: skip
+                 f"soft delete {SOFT_DELETE}", f"head {HEAD}", "indexes/baseline",
+                 "head/baseline", "head/soft delete"):  # fmt: skip
         table.add_column(
             name, justify="left" if name in ("case", "claimed") else "right", no_wrap=True
         )
@@ -44,29 +51,24 @@ def claims_table(engine: str, results: dict[str, Any]) -> Table:
             claimed = (
                 f"{before} -> {after} ms ({after / before:.2f}x)" if metric == "p50_ms" else ""
             )
-            values = [figures[r][metric] for r in (BASELINE, INDEXES, HEAD)]
+            values = [figures[r][metric] for r in REVISIONS]
             table.add_row(
-                f"{name} insert+commit {label} ms", claimed, *map(_ms, values),
-                _ratio(values[1], values[0]), _ratio(values[2], values[0]),
+                f"{name} insert+commit {label} ms", claimed, *map(_ms, values), *_ratios(values)
             )  # fmt: skip
     for name in CLAIMS:
-        values = [inserts[name][r]["bulk_rows_per_second"] for r in (BASELINE, INDEXES, HEAD)]
+        values = [inserts[name][r]["bulk_rows_per_second"] for r in REVISIONS]
         table.add_row(
-            f"{name} bulk, rows/s", "", *(f"{v:,.0f}" for v in values),
-            _ratio(values[1], values[0]), _ratio(values[2], values[0]),
+            f"{name} bulk, rows/s", "", *(f"{v:,.0f}" for v in values), *_ratios(values)
         )  # fmt: skip
     for name, figures in results["read"].items():
-        values = [figures[r] for r in (BASELINE, INDEXES, HEAD)]
-        table.add_row(
-            f"{name}, ms", "not measured", *map(_ms, values),
-            _ratio(values[1], values[0]), _ratio(values[2], values[0]),
-        )  # fmt: skip
+        values = [figures[r] for r in REVISIONS]
+        table.add_row(f"{name}, ms", "not measured", *map(_ms, values), *_ratios(values))
     calculation = results["calculation"]
     for where, key in (("SQL", "sql_ms"), ("Python", "python_ms")):
         decimal, floating = calculation[key]["DECIMAL"], calculation[key]["FLOAT"]
         table.add_row(
             f"avg+stddev+VWAP in {where} ms", CLAIMED_CALCULATION_SPEEDUP,
-            _ms(decimal), "", _ms(floating), "", _ratio(floating, decimal),
+            _ms(decimal), "", "", _ms(floating), "", _ratio(floating, decimal), "",
         )  # fmt: skip
     return table
 

@@ -5,9 +5,10 @@
     results = run(BenchConfig(postgres_url="postgresql://postgres@127.0.0.1/test"))
     results["engines"]["sqlite"]["insert"]["market_data"]["4524473b46fb"]["p50_ms"]
 
-Per engine, three databases are filled alike and migrated to the baseline, to
-df856072bded (the index reduction) and to head; each insert case then runs on all three in
-turn, ``repeat`` times, and the rows it added are deleted before the next turn.
+Per engine, four databases are filled alike and migrated to the baseline, to df856072bded
+(the index reduction), to f79e2702f75c (soft delete) and to head (a7c3e9d15b42, the read
+path); each insert case then runs on all four in turn, ``repeat`` times, and the rows it
+added are deleted before the next turn.
 """
 
 import asyncio
@@ -23,8 +24,13 @@ from sqlalchemy import text
 from tickvault.bench import cases, data, live, load
 from tickvault.database.engine import create_engine
 
-BASELINE, INDEXES, HEAD = "4524473b46fb", "df856072bded", "f79e2702f75c"
-REVISIONS = (BASELINE, INDEXES, HEAD)
+BASELINE, INDEXES, SOFT_DELETE, HEAD = (
+    "4524473b46fb",
+    "df856072bded",
+    "f79e2702f75c",
+    "a7c3e9d15b42",
+)
+REVISIONS = (BASELINE, INDEXES, SOFT_DELETE, HEAD)
 TABLES = ("market_data", "alert_logs")
 
 
@@ -67,8 +73,9 @@ def run(config: BenchConfig, step: Step = lambda _: None) -> dict[str, Any]:
 
 def steps(config: BenchConfig) -> int:
     """How many times ``run`` calls ``step``, for a progress bar."""
+    n = len(REVISIONS)
     load = 2 * len(config.writers) + 3 + len(config.stream_messages)
-    per_engine = 1 + load if config.only_load else 3 + config.repeat * 3 * 2 + 1 + 2 + load
+    per_engine = 1 + load if config.only_load else n + config.repeat * n * len(TABLES) + 3 + load
     return per_engine * (2 if config.postgres_url else 1)
 
 
@@ -97,7 +104,7 @@ def _engine_run(engine: str, config: BenchConfig, step: Step) -> dict[str, Any]:
 def _inserts(engine: str, urls: dict[str, str], config: BenchConfig, step: Step) -> dict[str, Any]:
     samples: dict[tuple[str, str], dict[str, list[float]]] = {}
     for repeat in range(config.repeat):
-        for revision in REVISIONS:  # in turn, so drift on the machine hits all three
+        for revision in REVISIONS:  # in turn, so drift on the machine hits all four
             for table in TABLES:
                 step(f"{engine}: {table} inserts at {revision} ({repeat + 1}/{config.repeat})")
                 figures = asyncio.run(_insert_case(urls[revision], table, config))

@@ -55,7 +55,7 @@ def bench(
     config = dataclasses.replace(config, only_load=only_load)
     out = console()
     if not out.is_terminal:
-        out.width = 180  # wide tables, never wrapped to a pipe's default 80 columns
+        out.width = 240  # wide tables, never wrapped to a pipe's default 80 columns
     logging.getLogger("alembic").setLevel(logging.WARNING)  # each fill migrates: say less
     if not postgres_url:
         out.print("PostgreSQL skipped: no --postgres-url (or TICKVAULT_BENCH_POSTGRES_URL)")

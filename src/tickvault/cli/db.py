@@ -27,6 +27,18 @@ def db_upgrade(
     typer.echo(f"database at revision {now}")
 
 
+@db_app.command("build-indexes")
+@friendly_errors
+def db_build_indexes(database_url: DatabaseUrl = None) -> None:
+    """PostgreSQL: build the next revision's indexes CONCURRENTLY (writers go on); then
+    run `tickvault db upgrade` to that revision, which keeps them."""
+    builds = schema.build_indexes_concurrently(database_url)
+    if not builds:
+        typer.echo("nothing to build: the next revision creates no index")
+    for build in builds:
+        typer.echo(f"{build.name}: {'built' if build.built else 'already built'}")
+
+
 # ignore_unknown_options lets "-1" through as a revision instead of an unknown flag.
 @db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 @friendly_errors

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, Index, func, text
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -20,6 +20,19 @@ class TimestampMixin:
     )
 
 
+def deleted_at_index(table: str) -> Index:
+    """``ix_<table>_deleted_at``, partial (``WHERE deleted_at IS NOT NULL``) on both engines.
+
+    Only soft-deleted rows are in it, so writing a live row touches no soft-delete index;
+    purge (``deleted_at < cutoff``) and "list deleted" (``IS NOT NULL``) imply its predicate
+    and still use it. Add it to the model's ``__table_args__``.
+    """
+    deleted = text("deleted_at IS NOT NULL")
+    return Index(
+        f"ix_{table}_deleted_at", "deleted_at", sqlite_where=deleted, postgresql_where=deleted
+    )
+
+
 class SoftDeleteMixin:
     """``deleted_at``: a row is hidden from default reads once it is set::
 
@@ -28,7 +41,7 @@ class SoftDeleteMixin:
     select(MarketData).where(MarketData.is_deleted)   # also usable in queries
     """
 
-    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True, default=None)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     @hybrid_property
     def is_deleted(self) -> bool:

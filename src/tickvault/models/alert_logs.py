@@ -7,7 +7,7 @@ from sqlalchemy import CheckConstraint, Double, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tickvault.database.base import Base
-from tickvault.database.mixins import SoftDeleteMixin, TimestampMixin
+from tickvault.database.mixins import SoftDeleteMixin, TimestampMixin, deleted_at_index
 from tickvault.database.types import UTCDateTime
 from tickvault.models.market_data import BigIntegerPK
 
@@ -32,6 +32,7 @@ class AlertLog(TimestampMixin, SoftDeleteMixin, Base):
         Index("ix_alert_logs_instrument_timestamp", "instrument_id", "timestamp"),
         Index("ix_alert_logs_rule_timestamp", "rule_id", "timestamp"),
         Index("ix_alert_logs_status", "fired_status", "delivery_status"),
+        deleted_at_index("alert_logs"),
     )
 
     id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True)

@@ -3,7 +3,7 @@
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, Numeric, String, true
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, Numeric, String, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tickvault.database.base import Base
@@ -29,6 +29,8 @@ class AlertRule(TimestampMixin, Base):
         CheckConstraint(
             "condition IN ({})".format(", ".join(f"'{c}'" for c in CONDITIONS)), name="condition"
         ),
+        # The rules of a tick's instrument, and RESTRICT checks on instruments (a7c3e9d15b42).
+        Index("ix_alert_rules_instrument", "instrument_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

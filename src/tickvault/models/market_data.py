@@ -7,7 +7,7 @@ from sqlalchemy import BigInteger, Double, ForeignKey, Index, Integer
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tickvault.database.base import Base
-from tickvault.database.mixins import SoftDeleteMixin, TimestampMixin
+from tickvault.database.mixins import SoftDeleteMixin, TimestampMixin, deleted_at_index
 from tickvault.database.types import UTCDateTime
 
 if TYPE_CHECKING:
@@ -21,7 +21,10 @@ class MarketData(TimestampMixin, SoftDeleteMixin, Base):
     __tablename__ = "market_data"
     __table_args__ = (
         Index("ix_market_data_timestamp_instrument", "timestamp", "instrument_id"),
-        Index("ix_market_data_instrument_price", "instrument_id", "price"),
+        # Latest tick, a time range, the previous tick: one index probe each. The id makes
+        # the order total, for ticks that share a timestamp (a7c3e9d15b42).
+        Index("ix_market_data_instrument_timestamp", "instrument_id", "timestamp", "id"),
+        deleted_at_index("market_data"),
     )
 
     id: Mapped[int] = mapped_column(BigIntegerPK, primary_key=True)

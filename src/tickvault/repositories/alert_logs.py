@@ -18,6 +18,7 @@ from tickvault.repositories.base import (
     check_limit,
     fetch_page,
     get_row,
+    soft_deleted,
 )
 
 
@@ -86,7 +87,7 @@ class AlertLogRepository:
         if after_id is not None:
             query = query.where(AlertLog.id < after_id)
         if deleted:
-            query = query.where(AlertLog.is_deleted).execution_options(**{INCLUDE_DELETED: True})
+            query = query.where(soft_deleted(AlertLog)).execution_options(**{INCLUDE_DELETED: True})
         return await fetch_page(self.session, query, limit, by_id)
 
     async def pending_deliveries(self, limit: int = 100) -> list[AlertLog]:

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,6 +75,20 @@ async def get_row(
     if row is None:
         raise NotFoundError(f"{what} {row_id} not found")
     return row
+
+
+def soft_deleted(model: Any) -> ColumnElement[bool]:
+    """``model.id IN (soft-deleted ids)``: the filter of "list deleted" reads.
+
+    Written as a subquery so that both engines read the ids from the partial
+    ``ix_<table>_deleted_at`` and then fetch those rows by primary key, in id order: with a
+    plain ``deleted_at IS NOT NULL`` and ``ORDER BY id`` SQLite (no statistics) walks the
+    whole table by id instead, to skip a sort.
+    """
+    condition: ColumnElement[bool] = model.id.in_(
+        select(model.id).where(model.deleted_at.is_not(None))
+    )
+    return condition
 
 
 def by_id(row: Any) -> int:

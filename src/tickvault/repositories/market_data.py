@@ -6,9 +6,8 @@ Every read here leaves soft-deleted rows out (the session's filter) unless asked
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Select, and_, literal_column, or_, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -23,6 +22,7 @@ from tickvault.repositories.base import (
     check_limit,
     fetch_page,
     get_row,
+    soft_deleted,
 )
 
 # A position in (timestamp, id) order: where the next page of a range starts.
@@ -66,21 +66,13 @@ class MarketDataRepository:
     async def latest(self, instrument_ids: Sequence[int] | None = None) -> list[MarketData]:
         """The latest tick of each instrument (all, or those given), in one query.
 
-        Per instrument, a correlated subquery walks ix_market_data_timestamp_instrument
-        backwards from the newest tick until it meets that instrument: cheap for instruments
-        that trade, and the only index-backed way since df856072bded dropped
-        (instrument_id, timestamp DESC).
+        Per instrument, a correlated ``ORDER BY timestamp DESC, id DESC LIMIT 1`` subquery:
+        one backward probe of ix_market_data_instrument_timestamp (instrument_id, timestamp,
+        id) on both engines, however long ago the instrument last traded.
         """
-        instrument_id: Any = MarketData.instrument_id
-        deleted_at: Any = MarketData.deleted_at
-        if (await self.session.connection()).dialect.name == "sqlite":
-            # Unary + keeps SQLite's planner (no statistics) off the instrument_id and
-            # deleted_at indexes, so that it walks the timestamp index as intended.
-            instrument_id = literal_column("+market_data.instrument_id")
-            deleted_at = literal_column("+market_data.deleted_at")
         inner = (
             select(MarketData.id)
-            .where(instrument_id == Instrument.id, deleted_at.is_(None))
+            .where(MarketData.instrument_id == Instrument.id, MarketData.deleted_at.is_(None))
             .order_by(MarketData.timestamp.desc(), MarketData.id.desc())
             .limit(1)
             .correlate(Instrument)
@@ -92,12 +84,11 @@ class MarketDataRepository:
         query = (
             select(MarketData)
             .where(MarketData.id.in_(ids.scalar_subquery()))
-            .order_by(MarketData.instrument_id)
-            # The subquery leaves soft-deleted ticks out itself; the session's own filter
-            # would add a bare "deleted_at IS NULL" that SQLite answers from its index.
+            # The subquery leaves soft-deleted ticks out itself.
             .execution_options(**{INCLUDE_DELETED: True})
         )
-        return list(await self.session.scalars(query))
+        # One row per instrument: ordered here, so the plan has no sort step at all.
+        return sorted(await self.session.scalars(query), key=lambda tick: tick.instrument_id)
 
     async def range(
         self,
@@ -152,7 +143,7 @@ class MarketDataRepository:
     async def find_deleted(
         self, *, instrument_id: int | None = None, limit: int = 100, after_id: int | None = None
     ) -> Page[MarketData, int]:
-        query = select(MarketData).where(MarketData.is_deleted).order_by(MarketData.id)
+        query = select(MarketData).where(soft_deleted(MarketData)).order_by(MarketData.id)
         if instrument_id is not None:
             query = query.where(MarketData.instrument_id == instrument_id)
         if after_id is not None:

@@ -60,7 +60,9 @@ async def purge_soft_deleted(
         total = 0
         while True:
             async with session_factory.begin() as session:
-                ids = select(model.id).where(expired).order_by(model.id).limit(batch_size)
+                # Oldest deletions first, in the partial deleted_at index's own order: by id,
+                # SQLite (no statistics) would walk the whole table to skip a sort.
+                ids = select(model.id).where(expired).order_by(model.deleted_at).limit(batch_size)
                 result = await session.execute(
                     delete(model)
                     .where(model.id.in_(ids.scalar_subquery()))

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tickvault.database.engine import create_engine
 from tickvault.database.url import display_url, to_async_url
 from tickvault.errors import DatabaseError, MigrationError, NotATickvaultDatabase
+from tickvault.migrations.online import ONLINE_INDEXES, build_concurrently
 from tickvault.settings import get_settings
 
 SCRIPT_LOCATION = "tickvault:migrations"
@@ -113,6 +114,57 @@ def upgrade_sql(url: str | URL | None, revision: str = "head", *, start: str | N
     with _translated(resolved):
         command.upgrade(alembic_config(resolved, sql_output=buffer), target, sql=True)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class IndexBuild:
+    """One index of the next revision, built CONCURRENTLY now or found already built."""
+
+    name: str
+    built: bool
+
+
+def build_indexes_concurrently(
+    url: str | URL | None = None, *, lock_timeout_ms: int | None = None
+) -> list[IndexBuild]:
+    """PostgreSQL: build the indexes of the next revision without blocking writers.
+
+    Runs ``CREATE INDEX CONCURRENTLY`` for each index the revision after the database's
+    current one creates (see ``tickvault.migrations.online``), outside any transaction and
+    with the migration lock timeout; ``upgrade`` then finds them built and keeps them. An
+    empty list when that revision creates none. Run it, then ``upgrade`` one revision.
+    """
+    resolved = _resolve(url)
+    if resolved.get_backend_name() != "postgresql":
+        raise MigrationError(
+            "building indexes CONCURRENTLY is for PostgreSQL: on SQLite a migration holds the "
+            "database's write lock whatever it does; run `tickvault db upgrade`"
+        )
+    current = asyncio.run(_inspect(resolved))
+    following = [rev.id for rev in history() if rev.down_revision == current]
+    if current is None or not following:
+        return []
+    indexes = ONLINE_INDEXES.get(following[0], ())
+    timeout = (
+        get_settings().migration_lock_timeout_ms if lock_timeout_ms is None else lock_timeout_ms
+    )
+
+    async def build() -> list[IndexBuild]:
+        engine = create_engine(resolved)
+        try:
+            async with engine.connect() as connection:
+                # CONCURRENTLY cannot run inside a transaction block.
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await connection.exec_driver_sql(f"SET lock_timeout = '{int(timeout)}ms'")
+                return [
+                    IndexBuild(index.name, await connection.run_sync(build_concurrently, index))
+                    for index in indexes
+                ]
+        finally:
+            await engine.dispose()
+
+    with _translated(resolved):
+        return asyncio.run(build())
 
 
 def current_revision(url: str | URL | None = None) -> str | None:
