@@ -30,7 +30,7 @@ from decimal import Decimal
 from time import perf_counter
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from tickvault.database.bulk import TickRecord
@@ -270,29 +270,26 @@ class AlertService:
         """Learn the state of rules and instruments seen for the first time, from the database."""
         new_rules = [rule for rule in rules if rule.id not in self._states]
         if new_rules:
-            fired = dict(
-                (
-                    await connection.execute(
-                        select(AlertLog.rule_id, func.max(AlertLog.timestamp))
-                        .where(
-                            AlertLog.rule_id.in_([r.id for r in new_rules]),
-                            AlertLog.fired_status == "fired",
-                            AlertLog.deleted_at.is_(None),
-                        )
-                        .group_by(AlertLog.rule_id)
-                    )
-                ).all()
-            )
             for rule in new_rules:
-                last_status = await connection.scalar(
-                    select(AlertLog.fired_status)
-                    .where(AlertLog.rule_id == rule.id, AlertLog.deleted_at.is_(None))
-                    .order_by(AlertLog.timestamp.desc(), AlertLog.id.desc())
-                    .limit(1)
+                # Two backward probes of ix_alert_logs_rule_timestamp per rule. (One
+                # max(timestamp) ... GROUP BY over all new rules picked the fired_status index
+                # and read every fired log: 0.5 s per batch of new rules at 1,000,000 logs.)
+                live_logs = select(AlertLog.fired_status, AlertLog.timestamp).where(
+                    AlertLog.rule_id == rule.id, AlertLog.deleted_at.is_(None)
                 )
+                last_status = await connection.scalar(
+                    live_logs.order_by(AlertLog.timestamp.desc(), AlertLog.id.desc()).limit(1)
+                )
+                last_fired = (
+                    await connection.execute(
+                        live_logs.where(AlertLog.fired_status == "fired")
+                        .order_by(AlertLog.timestamp.desc())
+                        .limit(1)
+                    )
+                ).first()
                 self._states[rule.id] = _RuleState(
                     firing=last_status in ("fired", "suppressed"),
-                    last_fired=fired.get(rule.id),
+                    last_fired=last_fired.timestamp if last_fired is not None else None,
                 )
         first_seen: dict[int, datetime] = {}
         for tick in ticks:
