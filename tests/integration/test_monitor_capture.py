@@ -145,7 +145,7 @@ async def _read_and_check(reader: AsyncEngine, monitor: DatabasePerformanceMonit
         index_scans = seq_scans = 0
         for _ in range(50):
             market = usage["tables"]["market_data"]
-            index_scans += market["indexes"]["ix_market_data_instrument_price"]["scans"]
+            index_scans += market["indexes"]["ix_market_data_instrument_timestamp"]["scans"]
             seq_scans += market["seq_scans"]
             if index_scans >= 2 and seq_scans >= 2:
                 break
@@ -160,7 +160,7 @@ async def _read_and_check(reader: AsyncEngine, monitor: DatabasePerformanceMonit
         metrics = await monitor.collect_metrics()
         selects = metrics.by_table["market_data"]["SELECT"]
         assert (selects["index_used"], selects["full_scans"]) == (1, 1)
-        assert "ix_market_data_instrument_price" in metrics.index_usage["indexes_seen_in_plans"]
+        assert "ix_market_data_instrument_timestamp" in metrics.index_usage["indexes_seen_in_plans"]
 
 
 async def test_pool_figures_under_concurrent_sessions(head_url: str) -> None:
@@ -219,7 +219,7 @@ async def test_every_table_can_be_analysed(
     if table == "market_data":
         assert set(analysis["indexes"]) == {
             "ix_market_data_timestamp_instrument",
-            "ix_market_data_instrument_price",
+            "ix_market_data_instrument_timestamp",
             "ix_market_data_deleted_at",
         }
         assert analysis["latencies"]["INSERT"]["rows"] == 50

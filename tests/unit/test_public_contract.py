@@ -38,6 +38,6 @@ def test_models_are_at_head() -> None:
     assert "deleted_at" not in Instrument.__table__.c
     assert {ix.name for ix in MarketData.__table__.indexes} == {
         "ix_market_data_timestamp_instrument",
-        "ix_market_data_instrument_price",
+        "ix_market_data_instrument_timestamp",
         "ix_market_data_deleted_at",
     }
