@@ -511,3 +511,26 @@ def test_hostile_json_is_a_422_naming_the_field_never_a_500(
     )
     assert response.status_code == 422, response.text
     assert [e["loc"] for e in response.json()["detail"]] == [["body", field]]
+
+
+def test_a_tick_with_an_unknown_field_or_a_symbol_of_another_instrument_is_refused_alone(
+    client: TestClient,
+) -> None:
+    first = add_instrument(client, "AAPL")
+    add_instrument(client, "MSFT")
+    ticks = [
+        {"symbol": "AAPL", "timestamp": iso(T0), "prcie": 101.0},
+        {"symbol": "AAPL", "instrument_id": first + 1, "timestamp": iso(T0), "price": 1.0},
+        {"symbol": "AAPL", "instrument_id": first, "timestamp": iso(T0), "price": 2.0},
+    ]
+    body = post_ticks(client, ticks)
+    assert body["rejections"] == [
+        {"position": 0, "reason": "unknown field 'prcie'"},
+        {
+            "position": 1,
+            "reason": f"symbol 'AAPL' is not instrument {first + 1}: give one of "
+            "instrument_id and symbol, or both of the same instrument",
+        },
+    ]
+    assert len(body["ids"]) == 1
+    assert client.get(f"/market-data/{body['ids'][0]}").json()["price"] == 2.0

@@ -243,14 +243,16 @@ def test_the_stream_answers_each_message_in_order_once_committed(head_url: str) 
 
 
 def test_the_stream_needs_the_key(head_url: str) -> None:
+    """A wrong key: the handshake completes, then a close a client can read (1008, why)."""
     app = create_app(head_url, settings=Settings(database_url=head_url, api_key="k"))
     with (
         TestClient(app) as client,
+        client.websocket_connect("/market-data/stream", headers={"X-API-Key": "x"}) as ws,
         pytest.raises(WebSocketDisconnect) as refused,
-        client.websocket_connect("/market-data/stream", headers={"X-API-Key": "x"}),
     ):
-        pass
+        ws.receive_text()
     assert refused.value.code == 1008
+    assert refused.value.reason == "missing or wrong X-API-Key header"
 
 
 def test_a_full_write_queue_is_a_503_with_retry_after(head_url: str) -> None:

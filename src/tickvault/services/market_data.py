@@ -45,7 +45,7 @@ from tickvault.errors import DatabaseError, ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.alerts import AlertService
 from tickvault.services.catalog import InstrumentCatalog
-from tickvault.services.validation import RowError, TickValidator
+from tickvault.services.validation import RowError, TickValidator, unknown_fields
 from tickvault.services.writer import Outcome, Stored, TickWriter
 from tickvault.settings import get_settings
 
@@ -168,6 +168,7 @@ class MarketDataService:
         its alert rules are evaluated in that same transaction.
         """
         try:
+            unknown_fields(data)
             record = await self.catalog.validate(data)
         except RowError as exc:
             raise ValidationError(str(exc)) from exc
@@ -177,24 +178,33 @@ class MarketDataService:
         return _stored_tick(outcome.id, record)
 
     async def submit(
-        self, rows: Sequence[Mapping[str, Any]], *, wait: bool = True
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        wait: bool = True,
+        ignore_unknown_fields: bool = False,
     ) -> "PendingReport":
         """Validate ``rows`` and queue the good ones for the live writer; await the result
         for what was stored (ids in input order) and what was refused (position, reason).
 
         Returns once the rows are queued: a full queue makes this wait, or raise
         ``WriteQueueFull`` with ``wait=False``. The result raises ``DatabaseUnavailable``
-        (or ``DatabaseError``) when no row could be stored for that reason.
+        (or ``DatabaseError``) when no row could be stored for that reason. A field a tick
+        does not have is refused (a misspelt ``prcie`` would store no price), unless
+        ``ignore_unknown_fields`` (a CSV file's other columns).
         """
         validate = await self.catalog.validator()
         report = LiveReport()
         records: list[TickRecord] = []
         positions: list[int] = []
+        check_fields = (lambda row: None) if ignore_unknown_fields else unknown_fields
         for position, row in enumerate(rows):
             try:
+                check_fields(row)
                 records.append(validate(row))
             except RowError:
                 try:
+                    check_fields(row)
                     records.append(await self.catalog.validate(row))
                 except RowError as exc:
                     report.rejections.append(Rejection(position, str(exc)))
@@ -203,9 +213,17 @@ class MarketDataService:
         future = await self.writer.submit(records, wait=wait)
         return PendingReport(report, positions, future)
 
-    async def store(self, rows: Sequence[Mapping[str, Any]], *, wait: bool = True) -> "LiveReport":
+    async def store(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        wait: bool = True,
+        ignore_unknown_fields: bool = False,
+    ) -> "LiveReport":
         """``submit`` and wait for the result."""
-        return await (await self.submit(rows, wait=wait))
+        return await (
+            await self.submit(rows, wait=wait, ignore_unknown_fields=ignore_unknown_fields)
+        )
 
     def reload_catalog(self) -> None:
         """Reload the cached instruments and alert rules before the next live tick (call

@@ -9,6 +9,7 @@ from tickvault.database.bulk import TickRecord
 
 PRICE_LIMIT = 99_999_999.9999
 PRICE_FIELDS = ("price", "bid", "ask", "open_price", "high_price", "low_price")
+TICK_FIELDS = frozenset(("instrument_id", "symbol", "timestamp", *PRICE_FIELDS, "volume"))
 MAX_VOLUME = 2**63 - 1
 
 
@@ -27,9 +28,13 @@ class TickValidator:
         self.symbols = symbols
 
     def __call__(self, row: Mapping[str, Any]) -> TickRecord:
-        # The common case inline: an integer id of an active instrument.
+        # The common case inline: an integer id of an active instrument, no symbol beside it.
         instrument_id = row.get("instrument_id")
-        if instrument_id.__class__ is not int or self.instruments.get(instrument_id) is not True:
+        if (
+            instrument_id.__class__ is not int
+            or self.instruments.get(instrument_id) is not True
+            or row.get("symbol") not in (None, "")
+        ):
             instrument_id = self._instrument(row)
         return (instrument_id, *tick_values(row))
 
@@ -41,12 +46,25 @@ class TickValidator:
             instrument_id = self.symbols[key]
         else:
             instrument_id = key
+            symbol = row.get("symbol")
+            if symbol not in (None, "") and self.symbols.get(str(symbol)) != instrument_id:
+                raise RowError(
+                    f"symbol {str(symbol)!r} is not instrument {instrument_id}: give one of "
+                    "instrument_id and symbol, or both of the same instrument"
+                )
         active = self.instruments.get(instrument_id)
         if active is None:
             raise RowError(f"unknown instrument {instrument_id}")
         if not active:
             raise RowError(f"instrument {instrument_id} is inactive")
         return instrument_id
+
+
+def unknown_fields(row: Mapping[str, Any]) -> None:
+    """Refuse fields a tick does not have (a misspelt ``prcie`` would store no price)."""
+    if not TICK_FIELDS.issuperset(row):
+        names = ", ".join(repr(str(name)) for name in sorted(set(map(str, row)) - TICK_FIELDS))
+        raise RowError(f"unknown field {names}" if "," not in names else f"unknown fields {names}")
 
 
 def instrument_key(row: Mapping[str, Any]) -> int | str:

@@ -55,7 +55,8 @@ async def upload_csv(file: UploadFile, runtime: RuntimeDep) -> IngestResult:
     except UnicodeDecodeError as exc:
         raise ValidationError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     rows = list(read_csv_stream(io.StringIO(text, newline=""), name=name))
-    report = await runtime.market_data.store(rows, wait=False)
+    # A file's other columns are ignored, as `tickvault ingest` does.
+    report = await runtime.market_data.store(rows, wait=False, ignore_unknown_fields=True)
     return IngestResult.model_validate(report)
 
 

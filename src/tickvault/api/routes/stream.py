@@ -43,6 +43,7 @@ async def stream(websocket: WebSocket) -> None:
     runtime = websocket.app.state.runtime
     expected = runtime.settings.api_key
     given = websocket.headers.get("x-api-key")
+    await websocket.accept()  # then close with a code and reason a client can read
     if expected is not None and (
         given is None or not secrets.compare_digest(given.encode(), expected.encode())
     ):
@@ -50,7 +51,6 @@ async def stream(websocket: WebSocket) -> None:
             code=status.WS_1008_POLICY_VIOLATION, reason="missing or wrong X-API-Key header"
         )
         return
-    await websocket.accept()
     answers: asyncio.Queue[tuple[Any, Answer]] = asyncio.Queue(MAX_IN_FLIGHT)
     sender = asyncio.create_task(_send_answers(websocket, answers))
     try:
