@@ -216,3 +216,31 @@ async def test_bad_read_arguments_get_clear_errors(session_factory: Sessions) ->
             await repo.range(1, T0, T0)
         with pytest.raises(ValidationError, match="limit must be between 1 and 10000"):
             await repo.range(1, T0, T0 + timedelta(hours=1), limit=0)
+
+
+@pytest.mark.parametrize(
+    ("interval", "starts"),
+    [
+        ("1m", [datetime(1969, 12, 31, 23, 59, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)]),
+        ("1h", [datetime(1969, 12, 31, 23, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)]),
+        ("1d", [datetime(1969, 12, 31, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)]),
+    ],
+)
+async def test_bars_across_the_epoch_start_where_their_ticks_are(
+    session_factory: Sessions, interval: str, starts: list[datetime]
+) -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    async with session_factory.begin() as session:
+        session.add(Instrument(id=1, symbol="OLD", name="old"))
+        await session.flush()
+        for offset, price in ((-1.5, 10.0), (-0.5, 11.0), (0.5, 12.0)):
+            when = epoch + timedelta(seconds=offset)
+            session.add(MarketData(instrument_id=1, timestamp=when, price=price, volume=1))
+    async with session_factory() as session:
+        bars = await MarketDataRepository(session).ohlcv(
+            1, interval, epoch - timedelta(days=1), epoch + timedelta(days=1)
+        )
+    assert [(bar.start, bar.open, bar.close, bar.ticks) for bar in bars] == [
+        (starts[0], 10.0, 11.0, 2),
+        (starts[1], 12.0, 12.0, 1),
+    ]

@@ -65,9 +65,11 @@ def _bucket(dialect: str, seconds: int) -> ColumnElement[Any]:
     if dialect == "postgresql":
         epoch = func.floor(func.extract("epoch", MarketData.timestamp))
         return cast(func.floor(epoch / seconds) * seconds, BigInteger)
-    # SQLite keeps UTC text; strftime('%s') reads it as UTC seconds.
+    # SQLite keeps UTC text; strftime('%s') reads it as whole UTC seconds, rounded down (also
+    # before 1970). SQLite's integer division truncates toward zero, so a bucket is taken as
+    # epoch - (epoch mod seconds), with the remainder made non-negative: floor on both engines.
     epoch_s = cast(func.strftime("%s", MarketData.timestamp), Integer)
-    return (epoch_s // seconds) * seconds
+    return epoch_s - ((epoch_s % seconds) + seconds) % seconds
 
 
 def ohlcv_query(
