@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tickvault.api import create_app
-from tickvault.settings import Settings
+from tickvault.settings import Settings, get_settings
 
 KEY = "s3cret-key"
 T0 = datetime(2024, 5, 6, 13, 30, tzinfo=UTC)
@@ -354,6 +354,7 @@ def test_performance_metrics_table_analysis_prometheus_and_health(client: TestCl
     client.get("/market-data/latest")
 
     metrics = client.get("/performance/metrics").json()
+    assert metrics["timestamp"].endswith("Z")  # one time format in every answer
     assert metrics["total_rows_inserted"] >= 6  # the instrument and five ticks
     # One batch: executemany (INSERT) on SQLite, COPY on PostgreSQL.
     writes = metrics["by_table"]["market_data"]
@@ -534,3 +535,18 @@ def test_a_tick_with_an_unknown_field_or_a_symbol_of_another_instrument_is_refus
     ]
     assert len(body["ids"]) == 1
     assert client.get(f"/market-data/{body['ids'][0]}").json()["price"] == 2.0
+
+
+def test_slow_queries_carry_their_times_in_the_api_s_format(
+    head_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TICKVAULT_SLOW_QUERY_THRESHOLD_MS", "0.000001")
+    get_settings.cache_clear()
+    try:
+        with make_client(head_url) as client:
+            add_instrument(client)
+            slow = client.get("/performance/slow-queries").json()
+    finally:
+        get_settings.cache_clear()
+    assert slow
+    assert all(entry["timestamp"].endswith("Z") for entry in slow)

@@ -1,7 +1,7 @@
 """What the monitor reports: one tracked statement, one slow query, one collection."""
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tickvault.database.types import utcnow
@@ -51,5 +51,10 @@ class PerformanceMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["timestamp"] = self.timestamp.isoformat()
+        data["timestamp"] = iso_utc(self.timestamp)
         return data
+
+
+def iso_utc(value: datetime) -> str:
+    """``2024-05-06T13:30:00.250000Z``: UTC written as the rest of the API writes it."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

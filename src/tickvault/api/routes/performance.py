@@ -12,6 +12,7 @@ from tickvault.api.responses import COMMON, NOT_FOUND
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import Health, round4
 from tickvault.api.security import READ
+from tickvault.monitoring.metrics import iso_utc
 from tickvault.monitoring.prometheus import render
 from tickvault.services import schema
 
@@ -31,7 +32,7 @@ async def slow_queries(runtime: RuntimeDep) -> list[dict[str, Any]]:
     """The latest statements slower than TICKVAULT_SLOW_QUERY_THRESHOLD_MS, newest first
     (statement text only: parameter values are never kept)."""
     log = list(runtime.monitor.slow_query_log)
-    return [round4({**asdict(q), "timestamp": q.timestamp.isoformat()}) for q in reversed(log)]
+    return [round4({**asdict(q), "timestamp": iso_utc(q.timestamp)}) for q in reversed(log)]
 
 
 @router.get("/performance/tables/{table}", dependencies=READ, responses=NOT_FOUND)
