@@ -167,10 +167,9 @@ def test_a_competing_writer_gets_503s_only_for_ticks_not_stored(
     if head_url.startswith("sqlite"):
         assert 503 in ledger.statuses  # the lock was held past the busy timeout
     assert set(ledger.statuses) <= {200, 503}
-    # Alert rules saw exactly the stored ticks: price 101 above 100.5 fires on each
-    # tick after a 100 (cooldown 60 s, one second apart per client: fired or suppressed).
-    logs = scalar(head_url, "SELECT count(*) FROM alert_logs")
-    assert logs > 0
+    # Alert rules ran on the stored ticks (101 crosses the rule's 100.5), in the ticks'
+    # transactions; that they ran exactly as one by one is test_live_writes' to show.
+    assert scalar(head_url, "SELECT count(*) FROM alert_logs") > 0
 
 
 def test_sigkill_under_load_keeps_every_acknowledged_tick(head_url: str) -> None:

@@ -7,13 +7,11 @@ error is a 500 that says what the database said (and is logged with its tracebac
 
 import logging
 
-import asyncpg
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
 
-from tickvault.database.failures import Failure, kind_of, reason_of
+from tickvault.database.failures import DRIVER_ERRORS, Failure, kind_of, reason_of
 from tickvault.errors import (
     ConflictError,
     DatabaseError,
@@ -105,5 +103,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TickvaultError, _tickvault_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     # Connection errors reach here as SQLAlchemy's, asyncpg's or the OS's own.
-    for kind in (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+    for kind in DRIVER_ERRORS:
         app.add_exception_handler(kind, _driver_error)

@@ -26,7 +26,7 @@ TICK_COLUMNS = (
 TickRecord = tuple[int, datetime, float | None, float | None, float | None,
                    float | None, float | None, float | None, int | None]  # fmt: skip
 
-_SQLITE_INSERT = (
+SQLITE_INSERT = (
     f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in TICK_COLUMNS)})"
 )
@@ -53,4 +53,4 @@ async def write_ticks(engine: AsyncEngine, records: Sequence[TickRecord]) -> Non
         return
     rows = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records]
     async with write_transaction(engine) as connection:
-        await connection.exec_driver_sql(_SQLITE_INSERT, rows)
+        await connection.exec_driver_sql(SQLITE_INSERT, rows)

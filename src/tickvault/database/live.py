@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tickvault.database.bulk import TICK_COLUMNS, TickRecord, sqlite_timestamp
+from tickvault.database.bulk import SQLITE_INSERT, TICK_COLUMNS, TickRecord, sqlite_timestamp
 from tickvault.database.engine import sqlite_writer_connection, write_lock
 from tickvault.monitoring.capture import report
 from tickvault.settings import get_settings
@@ -57,10 +57,6 @@ _PG_WRITE = (
 )
 _PG_IDS = "SELECT nextval(pg_get_serial_sequence('market_data', 'id')) FROM generate_series(1, $1)"
 ID_BLOCK = 1_000  # ids taken from the sequence at a time (PostgreSQL)
-_SQLITE_TICKS = (
-    f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in TICK_COLUMNS)})"
-)
 _SQLITE_LOGS = (
     f"INSERT INTO alert_logs ({', '.join(LOG_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in LOG_COLUMNS)})"
@@ -221,7 +217,7 @@ def _sqlite_transaction(
             return None
         raise
     try:
-        connection.executemany(_SQLITE_TICKS, ticks)
+        connection.executemany(SQLITE_INSERT, ticks)
         last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
         if logs:
             connection.executemany(_SQLITE_LOGS, logs)

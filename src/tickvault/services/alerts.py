@@ -273,7 +273,7 @@ class AlertService:
             for rule in new_rules:
                 # Two backward probes of ix_alert_logs_rule_timestamp per rule. (One
                 # max(timestamp) ... GROUP BY over all new rules picked the fired_status index
-                # and read every fired log: 0.5 s per batch of new rules at 1,000,000 logs.)
+                # and read every fired log, for each batch of rules new to the writer.)
                 live_logs = select(AlertLog.fired_status, AlertLog.timestamp).where(
                     AlertLog.rule_id == rule.id, AlertLog.deleted_at.is_(None)
                 )

@@ -23,7 +23,7 @@ Failures, by what the driver said (``tickvault.database.failures``):
 - the database unreachable, starting up or locked past the busy timeout: the batch is
   answered ``DatabaseUnavailable`` and, until a probe (every ``PROBE_SECONDS``) reaches the
   database again, new ticks are refused at once rather than queued;
-- a connection lost during COMMIT (PostgreSQL): the outcome is unknown, so the writer asks
+- a connection lost while the write ran (PostgreSQL): the outcome is unknown, so the writer asks
   the database, once it answers again, whether the batch's ids exist, and answers from that;
 - anything else (disk full, ...): ``DatabaseError`` with the driver's reason.
 """
@@ -31,7 +31,6 @@ Failures, by what the driver said (``tickvault.database.failures``):
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,7 +94,6 @@ class TickWriter:
         self.down: str | None = None  # why the database is unreachable, while it is
         self.committed = 0  # ticks stored since start
         self.batches = 0  # transactions that stored them
-        self.last_commit: float | None = None  # time.monotonic() of the last commit
 
     @property
     def queued(self) -> int:
@@ -218,7 +216,6 @@ class TickWriter:
             return [DatabaseError(f"the database refused the write: {reason}")] * len(records)
         self.committed += len(records)
         self.batches += 1
-        self.last_commit = time.monotonic()
         return [Stored(id_, alerts) for id_, alerts in zip(ids, per_tick, strict=True)]
 
     async def _commit(self, records: list[TickRecord]) -> tuple[list[int], list[int]]:
@@ -238,10 +235,10 @@ class TickWriter:
         return ids, run.per_tick
 
     async def _committed_after_all(self, first_id: int, reason: str) -> bool:
-        """After the connection broke during COMMIT: did it commit? Asked until the database
+        """After the connection broke while the write ran: did it commit? Asked until the database
         answers (new ticks are refused meanwhile); False if the writer closes first."""
         self.down = reason
-        logger.warning("connection lost during COMMIT (%s): waiting to learn the outcome", reason)
+        logger.warning("connection lost during a write (%s): waiting to learn the outcome", reason)
         try:
             while not self._closing:
                 with contextlib.suppress(Exception):
