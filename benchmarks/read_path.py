@@ -13,7 +13,6 @@ none. Each read runs ``--reads`` times after a warm-up, the databases taking tur
 import argparse
 import asyncio
 import statistics
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -56,16 +55,6 @@ async def _add_idle_and_never(url: str) -> None:
         await engine.dispose()
 
 
-async def _median_ms(work: Callable[[], Awaitable[Any]], runs: int) -> float:
-    await work()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await work()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
-
-
 def _latest_reads(
     engine: AsyncEngine, kept: AsyncSession
 ) -> dict[str, Callable[[], Awaitable[Any]]]:
@@ -101,7 +90,7 @@ async def _measure(urls: dict[str, str], runs: int, repeat: int) -> dict[str, di
                     continue
                 async with create_session_factory(engine)() as kept:
                     for name, work in _latest_reads(engine, kept).items():
-                        ms = await _median_ms(work, runs)
+                        ms = await cases.median_ms(work, runs)
                         samples.setdefault((name, label), []).append(ms)
     finally:
         for engine in engines.values():

@@ -180,7 +180,7 @@ _AGGREGATES = {
 async def sql_calculation(engine: AsyncEngine, repeat: int) -> float:
     """Median ms of avg, standard deviation and VWAP per instrument, in SQL."""
     statement = text(_AGGREGATES[engine.dialect.name])
-    return await _median_ms(lambda: _fetch(engine, statement), repeat)
+    return await median_ms(lambda: _fetch(engine, statement), repeat)
 
 
 async def _fetch(engine: AsyncEngine, statement: Any) -> None:
@@ -229,7 +229,8 @@ def _per_instrument(rows: list[tuple[int, Any, int]]) -> dict[int, tuple[Any, An
     return out
 
 
-async def _median_ms(work: Callable[[], Awaitable[None]], repeat: int) -> float:
+async def median_ms(work: Callable[[], Awaitable[Any]], repeat: int) -> float:
+    """Median milliseconds of ``repeat`` runs of ``work``, after one untimed run."""
     await work()  # warm-up
     times = []
     for _ in range(repeat):
