@@ -380,8 +380,8 @@ def test_performance_metrics_table_analysis_prometheus_and_health(client: TestCl
     assert client.get("/health").json() == {
         "status": "ok",
         "database": "reachable",
-        "revision": "a7c3e9d15b42",
-        "head": "a7c3e9d15b42",
+        "revision": "c2f8d4b6e913",
+        "head": "c2f8d4b6e913",
         "detail": None,
     }
 

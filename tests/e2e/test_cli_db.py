@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from tests.integration.migration_data import run_on
 from tickvault.cli import app
 
-HEAD = "a7c3e9d15b42"
+READ_PATH, HEAD = "a7c3e9d15b42", "c2f8d4b6e913"
 
 
 @pytest.fixture
@@ -29,11 +29,12 @@ def test_upgrade_current_downgrade_and_history(runner: CliRunner, database_url: 
     assert code == 0, err
     assert out.strip() == f"database at revision {HEAD}"
     assert "Running upgrade 4a24cf1de90a -> f79e2702f75c" in err
-    assert f"Running upgrade f79e2702f75c -> {HEAD}" in err
+    assert f"Running upgrade f79e2702f75c -> {READ_PATH}" in err
+    assert f"Running upgrade {READ_PATH} -> {HEAD}" in err
     assert tickvault(runner, "db", "current", *url)[1].strip() == f"{HEAD} (head)"
 
     code, out, _ = tickvault(runner, "db", "downgrade", "-1", *url)
-    assert (code, out.strip()) == (0, "database at revision f79e2702f75c")
+    assert (code, out.strip()) == (0, f"database at revision {READ_PATH}")
     code, out, _ = tickvault(runner, "db", "downgrade", "base", *url)
     assert (code, out.strip()) == (0, "database at revision base (empty)")
     assert tickvault(runner, "db", "current", *url)[1].startswith("none (empty database")
@@ -43,7 +44,7 @@ def test_upgrade_current_downgrade_and_history(runner: CliRunner, database_url: 
     code, out, _ = tickvault(runner, "db", "history")
     assert code == 0
     assert out.splitlines()[0].startswith("<base> -> 4524473b46fb")
-    assert out.splitlines()[-1].startswith(f"f79e2702f75c -> {HEAD} (head)")
+    assert out.splitlines()[-1].startswith(f"{READ_PATH} -> {HEAD} (head)")
 
 
 def test_build_indexes_then_upgrade(runner: CliRunner, database_url: str) -> None:

@@ -16,7 +16,7 @@ from tickvault.errors import DatabaseError, MigrationError
 from tickvault.services import schema
 from tickvault.settings import get_settings
 
-BASELINE, FLOATS, HEAD = "4524473b46fb", "4a24cf1de90a", "a7c3e9d15b42"
+BASELINE, FLOATS, HEAD = "4524473b46fb", "4a24cf1de90a", "c2f8d4b6e913"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 

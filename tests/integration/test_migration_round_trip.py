@@ -26,14 +26,15 @@ from tests.integration.migration_data import (
 from tickvault.database.base import Base
 from tickvault.services import schema
 
-BASELINE, INDEXES, FLOATS, SOFT_DELETE, HEAD = (
+BASELINE, INDEXES, FLOATS, SOFT_DELETE, READ_PATH, HEAD = (
     "4524473b46fb",
     "df856072bded",
     "4a24cf1de90a",
     "f79e2702f75c",
     "a7c3e9d15b42",
+    "c2f8d4b6e913",
 )
-CHAIN = [BASELINE, INDEXES, FLOATS, SOFT_DELETE, HEAD]
+CHAIN = [BASELINE, INDEXES, FLOATS, SOFT_DELETE, READ_PATH, HEAD]
 DELETED = "deleted_at IS NOT NULL"
 
 # name -> (columns, partial predicate); SQLite does not reflect DESC, so columns only.
@@ -131,6 +132,12 @@ EXPECTED = {
         "ondelete": "RESTRICT",
         "deleted_at": True,
     },
+    READ_PATH: {
+        "indexes": HEAD_INDEXES,
+        "values": "FLOAT",
+        "ondelete": "RESTRICT",
+        "deleted_at": True,
+    },
     HEAD: {"indexes": HEAD_INDEXES, "values": "FLOAT", "ondelete": "RESTRICT", "deleted_at": True},
 }
 
@@ -169,9 +176,37 @@ def describe_schema(url: str) -> dict[str, Any]:
             ),
             "ondelete": ondelete,
             "deleted_at": {t: "deleted_at" in columns[t] for t in VALUE_COLUMNS},
+            "receipts": _receipts_shape(connection),
         }
 
     return run_on(url, work)
+
+
+RECEIPTS_SHAPE = {
+    "columns": [
+        "id", "kind", "key", "fingerprint", "source", "rows_consumed", "rows_stored", "done",
+        "response", "created_at", "updated_at",
+    ],
+    "unique": [("kind", "key")],
+    "indexes": {"ix_write_receipts_created_at": (("created_at",), None)},
+}  # fmt: skip
+
+
+def _receipts_shape(connection: Connection) -> dict[str, Any] | None:
+    inspector = sa.inspect(connection)
+    if not inspector.has_table("write_receipts"):
+        return None
+    unique = inspector.get_unique_constraints("write_receipts")
+    return {
+        "columns": [c["name"] for c in inspector.get_columns("write_receipts")],
+        "unique": [tuple(u["column_names"]) for u in unique],
+        # PostgreSQL lists a unique constraint's index among the indexes too.
+        "indexes": {
+            name: shape
+            for name, shape in index_shapes(connection, "write_receipts").items()
+            if name not in {u["name"] for u in unique}
+        },
+    }
 
 
 def assert_schema_at(url: str, revision: str) -> None:
@@ -183,6 +218,7 @@ def assert_schema_at(url: str, revision: str) -> None:
     assert actual["threshold"] == "DECIMAL"
     assert actual["ondelete"] == {fk: expected["ondelete"] for fk in FOREIGN_KEYS}, revision
     assert actual["deleted_at"] == {t: expected["deleted_at"] for t in VALUE_COLUMNS}
+    assert actual["receipts"] == (RECEIPTS_SHAPE if revision == HEAD else None), revision
 
 
 @pytest.fixture
@@ -212,6 +248,36 @@ def test_populated_round_trip_keeps_every_row_and_value(
         assert read_rows(database_url, "market_data") == populated_baseline["market_data"], step
         assert read_rows(database_url, "alert_logs") == populated_baseline["alert_logs"], step
         assert_schema_at(database_url, step)
+
+
+def test_receipts_revision_keeps_the_other_tables_and_a_receipt_round_trips(
+    database_url: str, populated_baseline: dict[str, Any]
+) -> None:
+    schema.upgrade(database_url, HEAD)
+
+    def write_receipt(connection: Connection) -> None:
+        connection.execute(
+            sa.text(
+                "INSERT INTO write_receipts (kind, key, fingerprint, rows_consumed, rows_stored)"
+                " VALUES ('file', 'k', 'f', 300000, 299990)"
+            )
+        )
+
+    def read_receipts(connection: Connection) -> list[tuple[Any, ...]]:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                sa.text("SELECT kind, key, rows_consumed, rows_stored, done FROM write_receipts")
+            )
+        ]
+
+    run_on(database_url, write_receipt)
+    assert run_on(database_url, read_receipts) == [("file", "k", 300000, 299990, False)]
+    schema.downgrade(database_url, READ_PATH)
+    assert_schema_at(database_url, READ_PATH)
+    assert count_rows(database_url) == populated_baseline["counts"]
+    schema.upgrade(database_url, HEAD)
+    assert run_on(database_url, read_receipts) == []
 
 
 def test_head_indexes_match_the_models(head_url: str) -> None:
