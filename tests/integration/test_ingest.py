@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tickvault.database.receipts import LoadInProgress
 from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.database_performance import DatabasePerformanceMonitor
@@ -225,3 +226,84 @@ async def test_concurrent_single_tick_writers_all_land_without_database_is_locke
             select(func.count()).select_from(MarketData).where(MarketData.instrument_id.in_(ids))
         )
     assert stored == acknowledged == 16 * 60
+
+
+class SourceBroke(Exception):
+    """The input failed mid-load (a network file, a crashed producer)."""
+
+
+async def test_a_keyed_load_resumes_after_its_last_commit_and_runs_once(
+    service: MarketDataService, session_factory: Sessions
+) -> None:
+    rows = [BAD_ROWS[0][0] if i % 9 == 4 else _good(i) for i in range(950)]
+    good = [(r["timestamp"], r["price"], r["volume"]) for r in rows if "volume" in r]
+
+    async def breaking(after: int) -> AsyncIterator[dict[str, Any]]:
+        for i, row in enumerate(rows):
+            if i == after:
+                raise SourceBroke
+            yield row
+
+    with pytest.raises(SourceBroke):
+        await service.ingest(breaking(after=470), batch_size=10, source_key="feed-1")
+    first = await _stored(session_factory)
+    assert 0 < len(first) < len(good)  # committed batches stay; the rest did not commit
+
+    report = await service.ingest(rows, batch_size=10, source_key="feed-1")
+
+    assert report.resumed_from > 0
+    assert report.receipt is not None
+    assert report.receipt.rows_consumed == report.resumed_from
+    assert report.receipt.rows_stored == len(first)
+    assert [(r[1], r[2], r[3]) for r in await _stored(session_factory)] == good
+    # Refused rows of this run only, at their positions in the whole input.
+    assert [r.position for r in report.rejections] == [
+        i for i in range(report.resumed_from, 950) if i % 9 == 4
+    ]
+
+    again = await service.ingest(rows, batch_size=10, source_key="feed-1")
+    assert again.already_loaded
+    assert (again.accepted, again.rejected, again.batches) == (0, 0, 0)
+    assert again.receipt is not None
+    assert again.receipt.rows_stored == len(good)
+    assert len(await _stored(session_factory)) == len(good)
+
+    forced = await service.ingest(rows, batch_size=10, source_key="feed-1", force=True)
+    assert (forced.resumed_from, forced.accepted) == (0, len(good))
+    assert len(await _stored(session_factory)) == 2 * len(good)
+    # Another key is another load.
+    other = await service.ingest(rows[:3], source_key="feed-2")
+    assert other.accepted == 3
+
+
+async def test_a_keyed_load_stops_when_another_moves_its_receipt(
+    service: MarketDataService, session_factory: Sessions, engine: AsyncEngine
+) -> None:
+    rows = [_good(i) for i in range(400)]
+
+    async def feed() -> AsyncIterator[dict[str, Any]]:
+        for i, row in enumerate(rows):
+            if i == 250:
+                # Another load of the same input committed a batch meanwhile.
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        text(
+                            "UPDATE write_receipts SET rows_consumed = rows_consumed + 1000 "
+                            "WHERE key = 'k'"
+                        )
+                    )
+            yield row
+
+    with pytest.raises(LoadInProgress, match="another load of the same input"):
+        await service.ingest(feed(), batch_size=10, source_key="k")
+    stored = await _stored(session_factory)
+    async with session_factory() as session:
+        receipt = await session.execute(
+            text("SELECT rows_consumed, rows_stored, done FROM write_receipts WHERE key = 'k'")
+        )
+    consumed, stored_by_receipt, done = receipt.one()
+    # Whole batches, each counted on the receipt in its own transaction; none after the
+    # other load moved it.
+    assert len(stored) % 10 == 0
+    assert len(stored) < 250
+    assert (consumed, stored_by_receipt, bool(done)) == (len(stored) + 1000, len(stored), False)

@@ -3,6 +3,7 @@ soft-deleted rows."""
 
 import asyncio
 import csv
+import io
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -21,8 +22,14 @@ from rich.progress import (
 )
 
 from tickvault.cli._common import DatabaseUrl, console, friendly_errors, opened
-from tickvault.errors import ValidationError
-from tickvault.services.market_data import IngestReport, MarketDataService, Rejection
+from tickvault.database.receipts import file_fingerprint, open_load
+from tickvault.errors import TickvaultError, ValidationError
+from tickvault.services.market_data import (
+    BatchFailure,
+    IngestReport,
+    MarketDataService,
+    Rejection,
+)
 from tickvault.services.purge import purge_soft_deleted
 from tickvault.services.readers import KNOWN_COLUMNS, read_ticks
 
@@ -57,7 +64,15 @@ def count_rows(path: Path) -> int | None:
 
 class RejectsFile:
     """``<input>.rejects.csv``: each refused row with its position, reason and values;
-    opened on the first rejection only."""
+    opened on the first rejection only.
+
+    Every line is flushed as it is written, before any later batch commits: a run killed at
+    any point leaves a line for each refused row its committed batches passed. A resumed
+    load keeps the lines of the rows before its starting point (``resume``) and adds its
+    own, so the file holds each refused row once.
+    """
+
+    HEADER = ("position", "reason", *KNOWN_COLUMNS)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -65,23 +80,42 @@ class RejectsFile:
         self._handle: IO[str] | None = None
         self._writer: Any = None
 
-    def add(self, rejection: Rejection, row: Mapping[str, Any]) -> None:
+    def resume(self, before: int) -> None:
+        """Keep the earlier run's lines for positions below ``before``; drop the rest."""
+        if before == 0 or not self.path.exists():
+            self.path.unlink(missing_ok=True)
+            return
+        content = self.path.read_text(encoding="utf-8")
+        records = list(csv.reader(io.StringIO(content, newline="")))
+        if records and not content.endswith("\n"):
+            records.pop()  # a line cut short when that run was killed
+        kept = [r for r in records[1:] if r and r[0].isdigit() and int(r[0]) < before]
+        self.path.unlink()
+        for record in kept:
+            self._write(record)
+
+    def _write(self, record: list[Any]) -> None:
         if self._writer is None:
             self._handle = self.path.open("w", newline="", encoding="utf-8")
             self._writer = csv.writer(self._handle)
-            self._writer.writerow(["position", "reason", *KNOWN_COLUMNS])
-        values = [row.get(name, "") for name in KNOWN_COLUMNS]
-        self._writer.writerow([rejection.position, rejection.reason, *values])
+            self._writer.writerow(self.HEADER)
+        self._writer.writerow(record)
+        assert self._handle is not None
+        self._handle.flush()
         self.rows += 1
 
-    def add_failed_batches(self, report: IngestReport) -> None:
-        for failure in report.failed_batches:
-            rejection = Rejection(
+    def add(self, rejection: Rejection, row: Mapping[str, Any]) -> None:
+        values = [row.get(name, "") for name in KNOWN_COLUMNS]
+        self._write([rejection.position, rejection.reason, *values])
+
+    def add_failed_batch(self, failure: BatchFailure) -> None:
+        self._write(
+            [
                 failure.first_position,
                 f"positions {failure.first_position}-{failure.last_position}: "
                 f"batch refused by the database: {failure.reason}",
-            )
-            self.add(rejection, {})
+            ]
+        )
 
     def close(self) -> None:
         if self._handle is not None:
@@ -89,10 +123,12 @@ class RejectsFile:
 
 
 def _counted(
-    rows: Iterator[dict[str, Any]], progress: Progress, task: Any
+    rows: Iterator[dict[str, Any]], progress: Progress, task: Any, skipped: int
 ) -> Iterator[dict[str, Any]]:
+    """``rows``, moving the bar; the first ``skipped`` (committed by an earlier run) are
+    read past without a count."""
     for n, row in enumerate(rows, 1):
-        if n % 1000 == 0:
+        if n > skipped and n % 1000 == 0:
             progress.update(task, completed=n)
         yield row
 
@@ -106,11 +142,20 @@ def ingest(
         list[str] | None,
         typer.Option(help="Map a file column to a tick field: --column ts=timestamp."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Load the file again even if it was loaded before."),
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Load ticks from FILE; refused rows go to FILE.rejects.csv beside it.
 
-    Exit status: 0 when every row was stored, 2 when some were refused, 1 on an error.
+    Each batch commits with a receipt of the file's content (sha256): run again after an
+    interruption, the load continues after the last committed row; a file already loaded
+    is not stored again (--force loads it again).
+
+    Exit status: 0 when every row was stored (or the file was already loaded), 2 when some
+    were refused, 1 on an error.
     """
     if not file.is_file():
         raise ValidationError(f"{file}: no such file")
@@ -124,11 +169,12 @@ def ingest(
         mapping[source] = target
     rows = read_ticks(file, columns=mapping)
     rejects = RejectsFile(file.with_name(file.name + ".rejects.csv"))
-    rejects.path.unlink(missing_ok=True)  # a previous run's rejects would mislead
     out = console()
     started = time.perf_counter()
+    report = IngestReport()
+    fingerprint = file_fingerprint(file)
 
-    async def run() -> IngestReport:
+    async def run() -> None:
         async with opened(database_url) as (_, session_factory):
             service = MarketDataService(session_factory)
             with Progress(
@@ -141,15 +187,52 @@ def ingest(
                 transient=True,
             ) as progress:
                 task = progress.add_task(file.name, total=count_rows(file))
-                return await service.ingest(
-                    _counted(rows, progress, task), batch_size=batch_size, on_reject=rejects.add
-                )
+                # The receipt first: how far an earlier run got decides what to skip.
+                receipt = await open_load(
+                    service.engine, fingerprint, fingerprint=fingerprint,
+                    source=str(file), force=force,
+                )  # fmt: skip
+                if receipt.done:
+                    report.already_loaded, report.receipt = True, receipt
+                    return
+                skipped = receipt.rows_consumed
+                rejects.resume(before=skipped)
+                if skipped:
+                    out.print(
+                        f"resuming {file} after row {skipped:,} "
+                        f"(an earlier run stored {receipt.rows_stored:,} rows)"
+                    )
+                await service.ingest(
+                    _counted(rows, progress, task, skipped),
+                    batch_size=batch_size,
+                    on_reject=rejects.add,
+                    on_failed_batch=rejects.add_failed_batch,
+                    source_key=fingerprint,
+                    source_name=str(file),
+                    fingerprint=fingerprint,
+                    report=report,  # what was stored, should the load stop
+                )  # no force here: the receipt was set back above
 
     try:
-        report = asyncio.run(run())
-        rejects.add_failed_batches(report)
+        asyncio.run(run())
+    except (TickvaultError, KeyboardInterrupt):
+        if report.accepted:
+            typer.echo(
+                f"stopped: {report.accepted:,} rows of {file} were stored by this run; "
+                "run the same command again to continue after them",
+                err=True,
+            )
+        raise
     finally:
         rejects.close()
+    if report.already_loaded and report.receipt is not None:
+        when = report.receipt.updated_at
+        out.print(
+            f"{file} was already loaded ({report.receipt.rows_stored:,} rows stored"
+            + (f", finished {when:%Y-%m-%d %H:%M} UTC" if when else "")
+            + "): nothing stored; --force loads it again"
+        )
+        return
     elapsed = time.perf_counter() - started
     out.print(
         f"stored {report.accepted:,} of {report.rows_seen:,} rows from {file} in {elapsed:.1f} s "
@@ -160,8 +243,8 @@ def ingest(
             f"{len(report.failed_batches)} batches refused by the database "
             "(none of their rows stored)"
         )
-    if report.rejected:
-        out.print(f"{report.rejected:,} rows refused: see {rejects.path}")
+    if rejects.rows:
+        out.print(f"{rejects.rows:,} rows refused: see {rejects.path}")
         raise typer.Exit(EXIT_REJECTED)
 
 

@@ -9,7 +9,7 @@ The live writer's path is ``tickvault.database.live``.
 Both report to any monitor attached to the engine.
 """
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,17 +40,39 @@ def sqlite_timestamp(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-async def write_ticks(engine: AsyncEngine, records: Sequence[TickRecord]) -> None:
-    """Write ``records`` in one atomic step; raises the driver's error if any row fails."""
+async def write_ticks(
+    engine: AsyncEngine,
+    records: Sequence[TickRecord],
+    *,
+    before_commit: Callable[[Any], Awaitable[None]] | None = None,
+) -> None:
+    """Write ``records`` in one atomic step; raises the driver's error if any row fails.
+
+    ``before_commit(connection)`` runs in the same transaction once the rows are written
+    (a load's receipt moves with its batch): it gets the asyncpg connection on PostgreSQL,
+    the SQLAlchemy ``AsyncConnection`` on SQLite; if it raises, nothing is stored.
+    """
     if engine.dialect.name == "postgresql":
         async with engine.connect() as connection:
             raw = await connection.get_raw_connection()
             driver: Any = raw.driver_connection
-            async with measured(engine, "COPY market_data", len(records)):
-                await driver.copy_records_to_table(
-                    "market_data", records=records, columns=TICK_COLUMNS
-                )
+            try:
+                async with driver.transaction():
+                    async with measured(engine, "COPY market_data", len(records)):
+                        await driver.copy_records_to_table(
+                            "market_data", records=records, columns=TICK_COLUMNS
+                        )
+                    if before_commit is not None:
+                        await before_commit(driver)
+            except BaseException:
+                # A COPY cut short by a cancel can leave the connection inside a transaction
+                # the pool knows nothing of (its next user's writes would vanish with the
+                # rollback on return): never hand it back.
+                await connection.invalidate()
+                raise
         return
     rows = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records]
     async with write_transaction(engine) as connection:
         await connection.exec_driver_sql(SQLITE_INSERT, rows)
+        if before_commit is not None:
+            await before_commit(connection)

@@ -11,6 +11,14 @@
 
 Live ticks go through ``tickvault.services.writer``: each is answered only after its commit.
 
+A file load given a ``source_key`` is exactly-once: each batch moves the load's receipt
+(``tickvault.database.receipts``) in the batch's own transaction, so the same load run again
+after a crash continues after the last committed row, and a finished one stores nothing
+(``force=True`` loads it again)::
+
+    report = await service.ingest(rows, source_key="feed-2024-03-01")
+    report.resumed_from, report.already_loaded
+
 A bad row never stops the good ones: it is refused with its position (0-based, in input
 order) and reason. Each batch is written atomically (COPY on PostgreSQL, one executemany
 transaction on SQLite); a batch the database refuses leaves none of its rows, and the
@@ -38,9 +46,10 @@ from typing import Any
 import asyncpg
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from tickvault.database.bulk import TICK_COLUMNS, TickRecord, write_ticks
+from tickvault.database.receipts import LoadProgress, LoadReceipt, key_fingerprint, open_load
 from tickvault.errors import DatabaseError, ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.alerts import AlertService
@@ -80,9 +89,15 @@ class IngestReport:
     alerts: int = 0  # alert log rows written (fired, suppressed, cleared)
     rejections: list[Rejection] = field(default_factory=list)  # the first 10,000
     failed_batches: list[BatchFailure] = field(default_factory=list)
+    # With a source key: where this run started (rows an earlier run consumed) and whether
+    # the load had already finished (then nothing was read or stored).
+    resumed_from: int = 0
+    already_loaded: bool = False
+    receipt: LoadReceipt | None = None  # as it stood when this run started
 
     @property
     def rows_seen(self) -> int:
+        """Rows of the input this run read (after ``resumed_from``)."""
         return self.accepted + self.rejected
 
 
@@ -252,20 +267,53 @@ class MarketDataService:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_reject: Callable[[Rejection, Mapping[str, Any]], None] | None = None,
+        on_failed_batch: Callable[[BatchFailure], None] | None = None,
+        source_key: str | None = None,
+        source_name: str | None = None,
+        fingerprint: str | None = None,
+        force: bool = False,
+        report: IngestReport | None = None,
     ) -> IngestReport:
         """Validate and store ``rows`` in batches of ``batch_size``.
 
         ``on_reject(rejection, row)`` sees every refused row (the report keeps the first
-        10,000), to write a rejects file, say.
+        10,000), to write a rejects file, say; ``on_failed_batch`` every batch the database
+        refused. Both are called before any later batch commits.
+
+        ``source_key`` (up to 255 characters; the CLI uses the file's sha256) makes the load
+        exactly-once: ``rows`` must then be the whole input, from its first row, on every
+        run; the rows an earlier run of the same key committed are skipped (positions stay
+        those of the whole input), a finished load reads nothing (``already_loaded``), and
+        ``force`` starts it again. A second load of the same key running at the same time
+        stops with ``LoadInProgress``. ``source_name`` and ``fingerprint`` are kept on the
+        receipt. Pass ``report`` to read what was stored when the load raises.
         """
         if not 1 <= batch_size <= 1_000_000:
             raise ValidationError(f"batch_size must be between 1 and 1,000,000, got {batch_size}")
+        report = report if report is not None else IngestReport()
+        progress: LoadProgress | None = None
+        if source_key is not None:
+            if not 0 < len(source_key) <= 255:
+                raise ValidationError("source_key must be 1 to 255 characters")
+            receipt = await open_load(
+                self.engine,
+                source_key,
+                fingerprint=fingerprint or key_fingerprint(source_key),
+                source=source_name,
+                force=force,
+            )
+            report.receipt = receipt
+            if receipt.done:
+                report.already_loaded = True
+                return report
+            report.resumed_from = receipt.rows_consumed
+            progress = LoadProgress(source_key, receipt.rows_consumed)
+            rows = _skip(rows, receipt.rows_consumed)
         async with self.session_factory() as session:
             validate = await self._validator(session)
-        report = IngestReport()
         batch: list[TickRecord] = []
         first_position = 0
-        position = -1
+        position = report.resumed_from - 1
         # Batches are written while the next is validated: the driver works (SQLite in
         # aiosqlite's thread, PostgreSQL on the server) while Python checks rows. PostgreSQL
         # takes two batches at once on two connections, one server process each; SQLite has
@@ -273,6 +321,12 @@ class MarketDataService:
         # rules see the batches in input order (each write waits for the one before).
         writers = POSTGRES_WRITERS if self.engine.dialect.name == "postgresql" else 1
         pending: list[asyncio.Task[None]] = []
+
+        def start_write(batch: list[TickRecord], first: int, last: int) -> None:
+            previous = pending[-1] if pending else None
+            write = self._write(report, batch, first, last, previous, progress, on_failed_batch)
+            pending.append(asyncio.create_task(write))
+
         try:
             # Rows come in chunks: the per-row loop is plain synchronous code, whether the
             # input is an iterable or an async iterable.
@@ -296,23 +350,16 @@ class MarketDataService:
                     if len(batch) >= batch_size:
                         if len(pending) >= writers:
                             await pending.pop(0)
-                        previous = pending[-1] if pending else None
-                        pending.append(
-                            asyncio.create_task(
-                                self._write(report, batch, first_position, position, previous)
-                            )
-                        )
+                        start_write(batch, first_position, position)
                         await asyncio.sleep(0)  # let the write start before validating on
                         batch = []
             if batch:
-                previous = pending[-1] if pending else None
-                pending.append(
-                    asyncio.create_task(
-                        self._write(report, batch, first_position, position, previous)
-                    )
-                )
+                start_write(batch, first_position, position)
             while pending:
                 await pending.pop(0)
+            if progress is not None:
+                # Rows refused after the last batch are consumed too.
+                await progress.finish(self.engine, max(position + 1, progress.consumed))
         finally:
             for task in pending:
                 task.cancel()
@@ -337,10 +384,25 @@ class MarketDataService:
         first: int,
         last: int,
         previous: "asyncio.Task[None] | None",
+        progress: LoadProgress | None = None,
+        on_failed_batch: Callable[[BatchFailure], None] | None = None,
     ) -> None:
         report.batches += 1
+
+        async def account(connection: Any) -> None:
+            # Commits in input order (on PostgreSQL the COPYs ran side by side), each
+            # moving the receipt from where the batch before left it.
+            if previous is not None:
+                await previous
+            if progress is None:
+                return
+            if isinstance(connection, AsyncConnection):
+                await progress.advance_sqlite(connection, last + 1, len(batch))
+            else:
+                await progress.advance_asyncpg(connection, last + 1, len(batch))
+
         try:
-            await write_ticks(self.engine, batch)
+            await write_ticks(self.engine, batch, before_commit=account)
         except (DBAPIError, asyncpg.PostgresError) as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             failure = BatchFailure(first, last, len(batch), reason)
@@ -348,6 +410,8 @@ class MarketDataService:
                 await previous  # failures listed in input order too
             report.failed_batches.append(failure)
             report.rejected += len(batch)
+            if on_failed_batch is not None:
+                on_failed_batch(failure)
             return
         if previous is not None:
             await previous
@@ -379,6 +443,25 @@ def _stored_tick(id_: int, record: TickRecord) -> MarketData:
 
 def _timestamp_of(record: TickRecord) -> datetime:
     return record[1]
+
+
+def _skip(
+    rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]], count: int
+) -> Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]:
+    """``rows`` without the first ``count``."""
+    if count == 0:
+        return rows
+    if isinstance(rows, AsyncIterable):
+
+        async def skipped(source: AsyncIterable[Mapping[str, Any]]) -> AsyncIterator[Any]:
+            seen = 0
+            async for row in source:
+                if seen >= count:
+                    yield row
+                seen += 1
+
+        return skipped(rows)
+    return islice(rows, count, None)
 
 
 async def _chunks(
