@@ -9,10 +9,13 @@ Every error is a ``TickvaultError``, so a caller can catch the whole family at o
     │   │   └── WriteQueueFull      the live writer's queue is full: try again later
     │   ├── NotATickvaultDatabase   the database holds someone else's schema
     │   ├── ConflictError       a unique value already taken (a symbol, say)
+    │   │   ├── KeyInFlight         an Idempotency-Key whose first request is still running
+    │   │   └── LoadInProgress      another load of the same input moved its receipt
     │   └── StillReferenced     RESTRICT: the row still has children
     ├── NotFoundError           no such row (or it is soft-deleted)
     ├── ValidationError         input that cannot be stored, with the reason
-    │   └── TickRefused         the database itself refused one tick (a constraint, a trigger)
+    │   ├── TickRefused         the database itself refused one tick (a constraint, a trigger)
+    │   └── KeyReused           an Idempotency-Key sent again with another request
     ├── MigrationError          a migration cannot run (unknown revision, data that would not fit)
     └── UnknownTableError       a table name that is not in the database's catalog
 
@@ -68,6 +71,20 @@ class TickRefused(ValidationError):
 
 class ConflictError(DatabaseError):
     """A unique value is already taken."""
+
+
+class KeyInFlight(ConflictError):
+    """The first request with this Idempotency-Key has not been answered yet: try again
+    once it has (nothing was stored for this one)."""
+
+
+class LoadInProgress(ConflictError):
+    """Another load of the same input moved its receipt: this one stopped, storing nothing
+    twice."""
+
+
+class KeyReused(ValidationError):
+    """This Idempotency-Key was used for a different request (nothing was stored)."""
 
 
 class StillReferenced(DatabaseError):

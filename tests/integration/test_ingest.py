@@ -10,8 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tickvault.database.receipts import LoadInProgress
-from tickvault.errors import ValidationError
+from tickvault.errors import LoadInProgress, ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 from tickvault.services.market_data import MarketDataService

@@ -18,7 +18,7 @@ from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.errors import DatabaseUnavailable, TickRefused, WriteQueueFull
 from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
 from tickvault.services.alerts import AlertService
-from tickvault.services.market_data import MarketDataService
+from tickvault.services.market_data import IdempotencyKey, MarketDataService
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
@@ -268,3 +268,53 @@ async def test_closing_commits_what_is_queued_and_refuses_what_comes_after(
     async with session_factory() as session:
         stored = (await session.scalars(select(MarketData.id).order_by(MarketData.id))).all()
     assert list(stored) == ids
+
+
+async def test_keyed_requests_are_all_or_nothing_and_a_taken_key_fails_alone(
+    service: MarketDataService, session_factory: Sessions, engine: AsyncEngine
+) -> None:
+    [instrument_id] = await add_instruments(session_factory, ["AAA"])
+    async with engine.begin() as connection:
+        for statement in REFUSE_666[engine.dialect.name]:
+            await connection.execute(text(statement))
+
+    def tick(n: int, price: float = 100.0) -> dict[str, Any]:
+        return {
+            "instrument_id": instrument_id,
+            "timestamp": T0 + timedelta(seconds=n),
+            "price": price,
+        }
+
+    first = await service.store([tick(0), tick(1)], idempotency=IdempotencyKey("taken", "h1"))
+    # Another process (a service of its own: it never saw the key) sends the same request
+    # again, among other producers' requests that share its transaction.
+    other = MarketDataService(session_factory)
+    try:
+        results = await asyncio.gather(
+            other.store([tick(10)]),
+            other.store([tick(0), tick(1)], idempotency=IdempotencyKey("taken", "h1")),
+            other.store(
+                [tick(11), tick(12, 666.0), tick(13)], idempotency=IdempotencyKey("bad", "h2")
+            ),
+            other.store([tick(14), tick(15, 666.0)]),
+            other.store([tick(16)], idempotency=IdempotencyKey("new", "h3")),
+        )
+    finally:
+        await other.aclose()
+    plain, replay, refused, half, new = results
+    assert other.writer.batches >= 1
+    assert replay.replayed
+    assert (replay.ids, replay.alerts) == (first.ids, first.alerts)
+    # The keyed request with a refused tick stored none of its ticks, and left no receipt.
+    assert refused.ids == []
+    assert [r.position for r in refused.rejections] == [0, 1, 2]
+    assert all("refused" in r.reason for r in refused.rejections)
+    # Unkeyed batch-mates keep the old rule: only the refused tick fails.
+    assert len(plain.ids) == 1
+    assert (len(half.ids), [r.position for r in half.rejections]) == (1, [1])
+    assert len(new.ids) == 1
+    async with session_factory() as session:
+        ids = (await session.scalars(select(MarketData.id).order_by(MarketData.id))).all()
+        keys = (await session.scalars(text("SELECT key FROM write_receipts ORDER BY key"))).all()
+    assert sorted(ids) == sorted(first.ids + plain.ids + half.ids + new.ids)
+    assert keys == ["new", "taken"]

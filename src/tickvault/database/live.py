@@ -26,13 +26,19 @@ so what matters is the cost per transaction, and the time the event loop waits f
   (the writer's connection never checkpoints, so a COMMIT never stalls the loop). It
   queues behind this process's other writers (``write_lock``).
 
+A batch may carry the receipts of idempotent requests (``ReceiptRow``): they are inserted in
+the same transaction as the ticks they account for (PostgreSQL: a third CTE), each with the
+response of its request, rendered once the ticks' ids are known. A key already taken makes
+the whole transaction fail with the driver's unique violation (the writer isolates it).
+
 Both report their statements to any monitor attached to the engine.
 """
 
 import asyncio
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
@@ -55,6 +61,17 @@ _PG_WRITE = (
     "SELECT * FROM unnest($11::integer[], $12::integer[], $13::timestamptz[], $14::float8[], "
     "$15::float8[], $16::varchar[], $17::float8[], $18::text[])) SELECT 1"
 )
+_PG_WRITE_KEYED = _PG_WRITE.removesuffix(" SELECT 1") + (
+    ", receipts AS (INSERT INTO write_receipts "
+    "(kind, key, fingerprint, source, rows_consumed, rows_stored, done, response) "
+    "SELECT 'request', k, f, s, n, n, true, r FROM unnest($19::varchar[], $20::varchar[], "
+    "$21::varchar[], $22::bigint[], $23::text[]) AS t(k, f, s, n, r)) SELECT 1"
+)
+_SQLITE_RECEIPTS = (
+    "INSERT INTO write_receipts "
+    "(kind, key, fingerprint, source, rows_consumed, rows_stored, done, response) "
+    "VALUES ('request', ?, ?, ?, ?, ?, 1, ?)"
+)
 _PG_IDS = "SELECT nextval(pg_get_serial_sequence('market_data', 'id')) FROM generate_series(1, $1)"
 ID_BLOCK = 1_000  # ids taken from the sequence at a time (PostgreSQL)
 _SQLITE_LOGS = (
@@ -66,6 +83,23 @@ ON_LOOP_MAX_TICKS = 256  # SQLite: larger batches are written in the writer's th
 # what SQLite's own 1,000-page autocheckpoint amounts to for ticks and their index entries).
 CHECKPOINT_TICKS = 5_000
 CHECKPOINT_COMMITS = 200
+
+
+@dataclass(frozen=True)
+class ReceiptRow:
+    """The receipt of one idempotent request whose ticks are ``records[first:first+count]``
+    of the batch; ``render(ids)`` gives its response once their ids are known."""
+
+    key: str
+    fingerprint: str
+    source: str
+    first: int
+    count: int
+    render: Callable[[list[int]], str]
+
+    def row(self, ids: Sequence[int]) -> tuple[str, str, str, int, str]:
+        mine = list(ids[self.first : self.first + self.count])
+        return (self.key, self.fingerprint, self.source, self.count, self.render(mine))
 
 
 class CommitInDoubt(Exception):
@@ -89,12 +123,16 @@ class LiveStore:
         self._ticks = 0
 
     async def write(
-        self, records: Sequence[TickRecord], logs: Sequence[Mapping[str, Any]]
+        self,
+        records: Sequence[TickRecord],
+        logs: Sequence[Mapping[str, Any]],
+        receipts: Sequence[ReceiptRow] = (),
     ) -> list[int]:
-        """Store ``records`` and ``logs`` (alert_logs rows as dicts) in one transaction."""
+        """Store ``records``, ``logs`` (alert_logs rows as dicts) and ``receipts`` in one
+        transaction."""
         if self.engine.dialect.name == "postgresql":
-            return await self._write_postgres(records, logs)
-        return await self._write_sqlite(records, logs)
+            return await self._write_postgres(records, logs, receipts)
+        return await self._write_sqlite(records, logs, receipts)
 
     async def probe(self) -> None:
         """Raise the driver's error unless a write could start now: on PostgreSQL the server
@@ -131,7 +169,10 @@ class LiveStore:
     # PostgreSQL
 
     async def _write_postgres(
-        self, records: Sequence[TickRecord], logs: Sequence[Mapping[str, Any]]
+        self,
+        records: Sequence[TickRecord],
+        logs: Sequence[Mapping[str, Any]],
+        receipts: Sequence[ReceiptRow],
     ) -> list[int]:
         if self._postgres is None:
             self._postgres = await self.engine.connect()
@@ -143,13 +184,15 @@ class LiveStore:
                 self._ids += [row[0] for row in await driver.fetch(_PG_IDS, block)]
             ids, self._ids = self._ids[: len(records)], self._ids[len(records) :]
             started = perf_counter()
+            arguments = [
+                ids,
+                *_columns(records, len(TICK_COLUMNS)),
+                *_columns(_log_rows(logs), len(LOG_COLUMNS)),
+            ]
+            if receipts:
+                arguments += _columns([receipt.row(ids) for receipt in receipts], 5)
             try:
-                await driver.execute(
-                    _PG_WRITE,
-                    ids,
-                    *_columns(records, len(TICK_COLUMNS)),
-                    *_columns(_log_rows(logs), len(LOG_COLUMNS)),
-                )
+                await driver.execute(_PG_WRITE_KEYED if receipts else _PG_WRITE, *arguments)
             except Exception as exc:
                 if driver.is_closed():
                     raise CommitInDoubt(ids, exc) from exc
@@ -167,7 +210,10 @@ class LiveStore:
     # SQLite
 
     async def _write_sqlite(
-        self, records: Sequence[TickRecord], logs: Sequence[Mapping[str, Any]]
+        self,
+        records: Sequence[TickRecord],
+        logs: Sequence[Mapping[str, Any]],
+        receipts: Sequence[ReceiptRow],
     ) -> list[int]:
         loop = asyncio.get_running_loop()
         if self._thread is None:
@@ -181,11 +227,17 @@ class LiveStore:
             started = perf_counter()
             ids: list[int] | None = None
             if len(ticks) <= ON_LOOP_MAX_TICKS:
-                ids = _sqlite_transaction(connection, ticks, log_rows, busy_timeout_ms=0)
+                ids = _sqlite_transaction(connection, ticks, log_rows, receipts, busy_timeout_ms=0)
             if ids is None:
                 timeout = get_settings().sqlite_busy_timeout_ms
                 ids = await loop.run_in_executor(
-                    self._thread, _sqlite_transaction, connection, ticks, log_rows, timeout
+                    self._thread,
+                    _sqlite_transaction,
+                    connection,
+                    ticks,
+                    log_rows,
+                    receipts,
+                    timeout,
                 )
             if ids is None:
                 raise sqlite3.OperationalError("database is locked")  # pragma: no cover
@@ -205,6 +257,7 @@ def _sqlite_transaction(
     connection: sqlite3.Connection,
     ticks: list[tuple[Any, ...]],
     logs: list[tuple[Any, ...]],
+    receipts: Sequence[ReceiptRow],
     busy_timeout_ms: int,
 ) -> list[int] | None:
     """The whole transaction; None if the write lock was not had within the timeout
@@ -219,16 +272,20 @@ def _sqlite_transaction(
     try:
         connection.executemany(SQLITE_INSERT, ticks)
         last = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+        # BEGIN IMMEDIATE holds the write lock throughout and an INTEGER PRIMARY KEY takes
+        # max(id) + 1: the batch's ids are the last len(ticks), in order.
+        ids = list(range(last - len(ticks) + 1, last + 1))
         if logs:
             connection.executemany(_SQLITE_LOGS, logs)
+        if receipts:
+            rows = [receipt.row(ids) for receipt in receipts]
+            connection.executemany(_SQLITE_RECEIPTS, [(*r[:4], r[3], r[4]) for r in rows])
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
-    # BEGIN IMMEDIATE held the write lock throughout and an INTEGER PRIMARY KEY takes
-    # max(id) + 1: the batch's ids are the last len(ticks), in order.
-    return list(range(last - len(ticks) + 1, last + 1))
+    return ids
 
 
 def _checkpoint(engine: AsyncEngine) -> None:

@@ -23,14 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tickvault.database.engine import write_transaction
-from tickvault.errors import ConflictError
+from tickvault.errors import LoadInProgress
 
 FILE = "file"
-
-
-class LoadInProgress(ConflictError):
-    """Another load of the same input moved its receipt: this one stopped, storing nothing
-    twice."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ whatever the input's length (at most three batches are held).
 
 import asyncio
 import contextlib
+import json
+from collections import OrderedDict
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -44,22 +46,23 @@ from itertools import islice
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from tickvault.database.bulk import TICK_COLUMNS, TickRecord, write_ticks
 from tickvault.database.receipts import LoadProgress, LoadReceipt, key_fingerprint, open_load
-from tickvault.errors import DatabaseError, ValidationError
+from tickvault.errors import DatabaseError, KeyInFlight, KeyReused, ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.alerts import AlertService
 from tickvault.services.catalog import InstrumentCatalog
 from tickvault.services.validation import RowError, TickValidator, unknown_fields
-from tickvault.services.writer import Outcome, Stored, TickWriter
+from tickvault.services.writer import KeyTaken, Outcome, RequestReceipt, Stored, TickWriter
 from tickvault.settings import get_settings
 
 DEFAULT_BATCH_SIZE = 10_000
 MAX_REJECTIONS_KEPT = 10_000
+RECENT_KEYS = 10_000  # idempotency keys this process answered, kept to answer a retry at once
 CHUNK_ROWS = 100  # rows validated between turns of a pending write
 # Batches written at once on PostgreSQL. Two COPYs on two connections doubled nothing on the
 # client but let the server use both cores of the development machine: 1.5x the rows/s of
@@ -108,6 +111,7 @@ class LiveReport:
     ids: list[int] = field(default_factory=list)  # of the stored ticks, in input order
     alerts: int = 0
     rejections: list[Rejection] = field(default_factory=list)  # in input order
+    replayed: bool = False  # the answer of an earlier request with the same idempotency key
 
     @property
     def accepted(self) -> int:
@@ -116,6 +120,38 @@ class LiveReport:
     @property
     def rejected(self) -> int:
         return len(self.rejections)
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A request's idempotency key, and what identifies the request: ``fingerprint`` is a
+    hash of it (sha256 of the method, path and body, say); ``source`` says where it came
+    from (``POST /market-data``)."""
+
+    key: str
+    fingerprint: str
+    source: str = ""
+
+
+def _report_json(report: LiveReport) -> str:
+    return json.dumps(
+        {
+            "ids": report.ids,
+            "alerts": report.alerts,
+            "rejections": [[r.position, r.reason] for r in report.rejections],
+        },
+        separators=(",", ":"),
+    )
+
+
+def _report_from_json(text: str) -> LiveReport:
+    data = json.loads(text)
+    return LiveReport(
+        ids=data["ids"],
+        alerts=data["alerts"],
+        rejections=[Rejection(position, reason) for position, reason in data["rejections"]],
+        replayed=True,
+    )
 
 
 @dataclass
@@ -170,6 +206,8 @@ class MarketDataService:
             raise TypeError("MarketDataService needs a session factory bound to an AsyncEngine")
         self.engine: AsyncEngine = engine
         self.catalog = InstrumentCatalog(engine)
+        self._in_flight: set[str] = set()
+        self._recent: OrderedDict[str, tuple[str, str]] = OrderedDict()  # key -> (hash, json)
         self.writer = TickWriter(
             engine,
             alerts=alerts,
@@ -198,9 +236,12 @@ class MarketDataService:
         *,
         wait: bool = True,
         ignore_unknown_fields: bool = False,
+        idempotency: IdempotencyKey | None = None,
     ) -> "PendingReport":
         """Validate ``rows`` and queue the good ones for the live writer; await the result
         for what was stored (ids in input order) and what was refused (position, reason).
+        With ``idempotency``, the request's receipt is committed with its ticks, which are
+        then stored all or none (see ``store``).
 
         Returns once the rows are queued: a full queue makes this wait, or raise
         ``WriteQueueFull`` with ``wait=False``. The result raises ``DatabaseUnavailable``
@@ -225,7 +266,17 @@ class MarketDataService:
                     report.rejections.append(Rejection(position, str(exc)))
                     continue
             positions.append(position)
-        future = await self.writer.submit(records, wait=wait)
+        receipt = None
+        if idempotency is not None:
+            refused = list(report.rejections)
+
+            def render(ids: list[int], alerts: list[int]) -> str:
+                return _report_json(LiveReport(ids, sum(alerts), sorted(refused, key=_position)))
+
+            receipt = RequestReceipt(
+                idempotency.key, idempotency.fingerprint, idempotency.source, render
+            )
+        future = await self.writer.submit(records, wait=wait, receipt=receipt)
         return PendingReport(report, positions, future)
 
     async def store(
@@ -234,11 +285,65 @@ class MarketDataService:
         *,
         wait: bool = True,
         ignore_unknown_fields: bool = False,
+        idempotency: IdempotencyKey | None = None,
     ) -> "LiveReport":
-        """``submit`` and wait for the result."""
-        return await (
-            await self.submit(rows, wait=wait, ignore_unknown_fields=ignore_unknown_fields)
-        )
+        """``submit`` and wait for the result.
+
+        With ``idempotency``, the request runs once: its receipt (key, fingerprint, the
+        report) is committed in the transaction of its ticks, and the same key again gets
+        that first report back (``replayed``) with nothing stored again; ``KeyReused`` if
+        the fingerprint differs, ``KeyInFlight`` while the first is not answered yet. A
+        request that stored no tick leaves no receipt (running it again stores nothing
+        either).
+        """
+        if idempotency is None:
+            return await (
+                await self.submit(rows, wait=wait, ignore_unknown_fields=ignore_unknown_fields)
+            )
+        key = idempotency.key
+        if key in self._in_flight:
+            raise KeyInFlight(f"a request with Idempotency-Key {key!r} is still running")
+        self._in_flight.add(key)
+        try:
+            known = self._recent.get(key)
+            if known is not None:
+                return _replay(idempotency, *known)
+            pending = await self.submit(
+                rows,
+                wait=wait,
+                ignore_unknown_fields=ignore_unknown_fields,
+                idempotency=idempotency,
+            )
+            try:
+                report = await pending
+            except KeyTaken:
+                # Committed by another process, or before this one started.
+                stored = await self._stored_receipt(key)
+                if stored is None:
+                    raise KeyInFlight(
+                        f"a request with Idempotency-Key {key!r} is still running"
+                    ) from None
+                return _replay(idempotency, *stored)
+            if report.ids:
+                self._recent[key] = (idempotency.fingerprint, _report_json(report))
+                if len(self._recent) > RECENT_KEYS:
+                    self._recent.popitem(last=False)
+            return report
+        finally:
+            self._in_flight.discard(key)
+
+    async def _stored_receipt(self, key: str) -> tuple[str, str] | None:
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    text(
+                        "SELECT fingerprint, response FROM write_receipts "
+                        "WHERE kind = 'request' AND key = :key"
+                    ),
+                    {"key": key},
+                )
+            ).first()
+        return None if row is None else (row[0], row[1])
 
     def reload_catalog(self) -> None:
         """Reload the cached instruments and alert rules before the next live tick (call
@@ -439,6 +544,19 @@ def _stored_tick(id_: int, record: TickRecord) -> MarketData:
     tick.__dict__.update(zip(TICK_COLUMNS, record, strict=True))
     tick.__dict__["id"] = id_
     return tick
+
+
+def _replay(idempotency: IdempotencyKey, fingerprint: str, response: str) -> LiveReport:
+    if fingerprint != idempotency.fingerprint:
+        raise KeyReused(
+            f"Idempotency-Key {idempotency.key!r} was used for a different request: "
+            "nothing stored (use a new key for a new request)"
+        )
+    return _report_from_json(response)
+
+
+def _position(rejection: Rejection) -> int:
+    return rejection.position
 
 
 def _timestamp_of(record: TickRecord) -> datetime:

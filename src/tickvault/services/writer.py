@@ -26,13 +26,18 @@ Failures, by what the driver said (``tickvault.database.failures``):
 - a connection lost while the write ran (PostgreSQL): the outcome is unknown, so the writer asks
   the database, once it answers again, whether the batch's ids exist, and answers from that;
 - anything else (disk full, ...): ``DatabaseError`` with the driver's reason.
+
+A request may carry a receipt (``RequestReceipt``: an idempotency key and how to render its
+response): it is written in the transaction of the request's ticks, and the request is then
+all or nothing (isolation never splits it). If its key is already taken in the database,
+its ticks are answered ``KeyTaken`` and not stored.
 """
 
 import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -40,8 +45,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tickvault.database.bulk import TickRecord
 from tickvault.database.failures import DRIVER_ERRORS, Failure, kind_of, reason_of
-from tickvault.database.live import CommitInDoubt, LiveStore
-from tickvault.errors import DatabaseError, DatabaseUnavailable, TickRefused, WriteQueueFull
+from tickvault.database.live import CommitInDoubt, LiveStore, ReceiptRow
+from tickvault.errors import (
+    ConflictError,
+    DatabaseError,
+    DatabaseUnavailable,
+    TickRefused,
+    WriteQueueFull,
+)
 from tickvault.services.alerts import AlertRun, AlertService
 
 logger = logging.getLogger(__name__)
@@ -57,13 +68,33 @@ class Stored:
     alerts: int  # alert logs this tick caused
 
 
+class KeyTaken(ConflictError):
+    """The request's idempotency key already has a receipt in the database: not stored."""
+
+
 Outcome = Stored | DatabaseError | TickRefused
+
+
+@dataclass(frozen=True)
+class RequestReceipt:
+    """What makes a request idempotent: its key, the hash of the request, where it came
+    from, and ``render(ids, alerts)``, its response from its ticks' ids and alert counts."""
+
+    key: str
+    fingerprint: str
+    source: str
+    render: Callable[[list[int], list[int]], str]
 
 
 @dataclass
 class _Request:
     records: Sequence[TickRecord]
     future: "asyncio.Future[list[Outcome]]"
+    receipt: RequestReceipt | None = None
+
+
+# A request's ticks within a batch, and its receipt: (first, count, receipt).
+Span = tuple[int, int, RequestReceipt]
 
 
 class TickWriter:
@@ -104,12 +135,17 @@ class TickWriter:
         return await (await self.submit(records))
 
     async def submit(
-        self, records: Sequence[TickRecord], *, wait: bool = True
+        self,
+        records: Sequence[TickRecord],
+        *,
+        wait: bool = True,
+        receipt: RequestReceipt | None = None,
     ) -> "asyncio.Future[list[Outcome]]":
         """Queue ``records``; the future gives one outcome per record, in order.
 
         A full queue makes this wait, or raise ``WriteQueueFull`` with ``wait=False``. A
-        request larger than the queue is taken when the queue is empty.
+        request larger than the queue is taken when the queue is empty. ``receipt`` is
+        written with the records (a request with a receipt needs at least one record).
         """
         while True:
             self._refuse_if_closed()
@@ -125,7 +161,7 @@ class TickWriter:
         if not records:
             future.set_result([])
             return future
-        self._queue.append(_Request(records, future))
+        self._queue.append(_Request(records, future, receipt))
         self._queued += len(records)
         self._wakeup.set()
         if self._task is None:
@@ -185,12 +221,18 @@ class TickWriter:
 
     async def _write(self, batch: list[_Request]) -> None:
         records = [record for request in batch for record in request.records]
+        spans: list[Span] = []
+        first = 0
+        for request in batch:
+            if request.receipt is not None:
+                spans.append((first, len(request.records), request.receipt))
+            first += len(request.records)
         if self.down is not None:
             outcomes: list[Outcome] = [
                 DatabaseUnavailable(f"database unavailable: {self.down}")
             ] * len(records)
         else:
-            outcomes = await self._store(records)
+            outcomes = await self._store(records, spans)
         start = 0
         for request in batch:
             end = start + len(request.records)
@@ -198,17 +240,15 @@ class TickWriter:
                 request.future.set_result(outcomes[start:end])
             start = end
 
-    async def _store(self, records: list[TickRecord]) -> list[Outcome]:
-        """Write ``records`` in one transaction; a refused tick is isolated by halving."""
+    async def _store(self, records: list[TickRecord], spans: list[Span]) -> list[Outcome]:
+        """Write ``records`` in one transaction; a refused tick (or keyed request) is isolated
+        by halving."""
         try:
-            ids, per_tick = await self._commit(records)
+            ids, per_tick = await self._commit(records, spans)
         except DRIVER_ERRORS as exc:
             kind, reason = kind_of(exc), reason_of(exc)
             if kind is Failure.ROW:
-                if len(records) == 1:
-                    return [TickRefused(f"the database refused the tick: {reason}")]
-                middle = len(records) // 2
-                return await self._store(records[:middle]) + await self._store(records[middle:])
+                return await self._isolate(records, spans, reason)
             if kind is Failure.UNAVAILABLE:
                 self._went_down(reason)
                 return [DatabaseUnavailable(f"database unavailable: {reason}")] * len(records)
@@ -218,12 +258,50 @@ class TickWriter:
         self.batches += 1
         return [Stored(id_, alerts) for id_, alerts in zip(ids, per_tick, strict=True)]
 
-    async def _commit(self, records: list[TickRecord]) -> tuple[list[int], list[int]]:
+    async def _isolate(
+        self, records: list[TickRecord], spans: list[Span], reason: str
+    ) -> list[Outcome]:
+        """Halve the batch, never inside a keyed request, until the refused part stands
+        alone."""
+        keyed = {first: (count, receipt) for first, count, receipt in spans}
+        cuts: list[int] = []  # where each unit starts: a lone tick or a keyed request
+        index = 0
+        while index < len(records):
+            cuts.append(index)
+            index += keyed[index][0] if index in keyed else 1
+        if len(cuts) == 1:
+            if not spans:
+                return [TickRefused(f"the database refused the tick: {reason}")]
+            error: Outcome = (
+                KeyTaken(f"idempotency key {spans[0][2].key!r} is taken")
+                if "write_receipts" in reason
+                else TickRefused(f"the database refused the request's ticks: {reason}")
+            )
+            return [error] * len(records)
+        middle = cuts[len(cuts) // 2]
+        head = [span for span in spans if span[0] < middle]
+        tail = [(first - middle, count, r) for first, count, r in spans if first >= middle]
+        return await self._store(records[:middle], head) + await self._store(records[middle:], tail)
+
+    async def _commit(
+        self, records: list[TickRecord], spans: list[Span]
+    ) -> tuple[list[int], list[int]]:
         run = AlertRun(per_tick=[0] * len(records))
         try:
             if self.alerts is not None:
                 run = await self.alerts.prepare(records)
-            ids = await self._live.write(records, run.logs)
+            receipts = [
+                ReceiptRow(
+                    receipt.key,
+                    receipt.fingerprint,
+                    receipt.source,
+                    first,
+                    count,
+                    _renderer(receipt, run.per_tick[first : first + count]),
+                )
+                for first, count, receipt in spans
+            ]
+            ids = await self._live.write(records, run.logs, receipts)
         except CommitInDoubt as doubt:
             if await self._committed_after_all(doubt.ids[0], reason_of(doubt.cause)):
                 return doubt.ids, run.per_tick
@@ -271,3 +349,7 @@ class TickWriter:
             self.down = None
             logger.warning("database reachable again: accepting ticks")
             return
+
+
+def _renderer(receipt: RequestReceipt, alerts: list[int]) -> Callable[[list[int]], str]:
+    return lambda ids: receipt.render(ids, alerts)

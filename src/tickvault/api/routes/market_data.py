@@ -1,10 +1,11 @@
 """/market-data: post ticks (JSON or CSV), read latest / range / OHLCV, soft delete, restore."""
 
+import hashlib
 import io
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, UploadFile
+from fastapi import APIRouter, Header, Path, Query, Request, Response, UploadFile
 
 from tickvault.api.responses import COMMON, NOT_FOUND, TOO_LARGE
 from tickvault.api.routes._paging import Cursor, Limit, id_cursor, page_of, time_cursor
@@ -24,6 +25,7 @@ from tickvault.api.security import READ, WRITE
 from tickvault.errors import ValidationError
 from tickvault.repositories.bars import parse_interval
 from tickvault.repositories.market_data import MarketDataRepository
+from tickvault.services.market_data import IdempotencyKey, LiveReport
 from tickvault.services.readers import read_csv_stream
 
 router = APIRouter(prefix="/market-data", tags=["market data"], responses=COMMON)
@@ -32,32 +34,80 @@ InstrumentQuery = Annotated[InstrumentId, Query(description="Instrument id.")]
 Start = Annotated[UtcDatetime, Query(description="From (inclusive), ISO 8601 with a zone.")]
 End = Annotated[UtcDatetime, Query(description="To (exclusive), ISO 8601 with a zone.")]
 MAX_BARS = 100_000
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description=(
+            "Makes the request safe to retry: the same key with the same body again gets the "
+            "first response (header `Idempotent-Replayed: true`) and stores nothing again; "
+            "with another body, 422; while the first is still running, 409. Keys are kept "
+            "24 hours (`TICKVAULT_IDEMPOTENCY_KEY_HOURS`)."
+        ),
+    ),
+]
+
+
+def _keyed(key: str | None, request: Request, body: bytes) -> IdempotencyKey | None:
+    if key is None:
+        return None
+    source = f"{request.method} {request.url.path}"
+    digest = hashlib.sha256(source.encode() + b"\n" + body).hexdigest()
+    return IdempotencyKey(key, digest, source)
+
+
+def _answer(report: LiveReport, response: Response) -> IngestResult:
+    if report.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return IngestResult.model_validate(report)
 
 
 @router.post("", dependencies=WRITE, responses=TOO_LARGE)
-async def post_ticks(body: TickBatch, runtime: RuntimeDep) -> IngestResult:
+async def post_ticks(
+    body: TickBatch,
+    runtime: RuntimeDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyHeader = None,
+) -> IngestResult:
     """Store a batch of ticks; answered once they are committed (with other clients' ticks,
     in one transaction, with their alert rules evaluated). Ticks that cannot be stored come
     back with their position and reason; the others are stored, with `ids` in the order
     sent. 503 with Retry-After (nothing stored) when the write queue is full or the
-    database is unavailable."""
-    report = await runtime.market_data.store(body.ticks, wait=False)
-    return IngestResult.model_validate(report)
+    database is unavailable. With an `Idempotency-Key`, the request's ticks are stored all
+    or none, with its receipt."""
+    idempotency = _keyed(idempotency_key, request, await request.body())
+    report = await runtime.market_data.store(body.ticks, wait=False, idempotency=idempotency)
+    return _answer(report, response)
 
 
 @router.post("/csv", dependencies=WRITE, responses=TOO_LARGE)
-async def upload_csv(file: UploadFile, runtime: RuntimeDep) -> IngestResult:
+async def upload_csv(
+    file: UploadFile,
+    runtime: RuntimeDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyHeader = None,
+) -> IngestResult:
     """Store the ticks of a CSV file with a header row (columns as in the JSON batch), as
-    `POST /market-data` does."""
+    `POST /market-data` does (an `Idempotency-Key` is matched on the file's content)."""
     name = file.filename or "upload.csv"
+    content = await file.read()
     try:
-        text = (await file.read()).decode("utf-8-sig")
+        text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValidationError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     rows = list(read_csv_stream(io.StringIO(text, newline=""), name=name))
     # A file's other columns are ignored, as `tickvault ingest` does.
-    report = await runtime.market_data.store(rows, wait=False, ignore_unknown_fields=True)
-    return IngestResult.model_validate(report)
+    report = await runtime.market_data.store(
+        rows,
+        wait=False,
+        ignore_unknown_fields=True,
+        idempotency=_keyed(idempotency_key, request, content),
+    )
+    return _answer(report, response)
 
 
 @router.get("/latest", dependencies=READ)
