@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # Ticks the live writer may hold waiting for their commit; past it producers wait (or
     # the HTTP API answers 503 with Retry-After).
     write_queue_ticks: int = Field(default=50_000, ge=1)
+    # How long an Idempotency-Key's receipt is kept (and a retry answered from it); `tickvault
+    # purge` removes older ones. File loads' receipts are kept for good.
+    idempotency_key_hours: float = Field(default=24.0, gt=0)
 
 
 @lru_cache(maxsize=1)

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickvault.database.types import utcnow
 from tickvault.errors import ValidationError
-from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
+from tickvault.models import AlertLog, AlertRule, Instrument, MarketData, WriteReceipt
 from tickvault.services.purge import purge_soft_deleted
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -56,11 +56,11 @@ async def test_dry_run_counts_and_purge_deletes_only_expired_rows(
     before = await _counts(session_factory)
 
     dry = await purge_soft_deleted(session_factory, older_than=timedelta(days=30), dry_run=True)
-    assert dry.deleted == {"alert_logs": 3, "market_data": 7}
+    assert dry.deleted == {"alert_logs": 3, "market_data": 7, "write_receipts": 0}
     assert await _counts(session_factory) == before
 
     done = await purge_soft_deleted(session_factory, older_than=timedelta(days=30), batch_size=3)
-    assert done.deleted == {"alert_logs": 3, "market_data": 7}
+    assert done.deleted == {"alert_logs": 3, "market_data": 7, "write_receipts": 0}
     after = await _counts(session_factory)
     assert after == {
         **before,
@@ -80,13 +80,14 @@ async def test_dry_run_counts_and_purge_deletes_only_expired_rows(
     assert (await purge_soft_deleted(session_factory, older_than=timedelta(days=30))).deleted == {
         "alert_logs": 0,
         "market_data": 0,
+        "write_receipts": 0,
     }
 
 
 async def test_a_zero_retention_purges_every_soft_deleted_row(session_factory: Sessions) -> None:
     await _seed(session_factory)
     report = await purge_soft_deleted(session_factory, older_than=timedelta(0))
-    assert report.deleted == {"alert_logs": 5, "market_data": 11}
+    assert report.deleted == {"alert_logs": 5, "market_data": 11, "write_receipts": 0}
     async with session_factory() as session:
         live = await session.scalar(select(func.count()).select_from(MarketData))
     assert live == 5
@@ -95,3 +96,30 @@ async def test_a_zero_retention_purges_every_soft_deleted_row(session_factory: S
 async def test_a_negative_retention_is_refused(session_factory: Sessions) -> None:
     with pytest.raises(ValidationError, match="older_than must not be negative"):
         await purge_soft_deleted(session_factory, older_than=timedelta(days=-1))
+
+
+async def test_purge_forgets_idempotency_keys_past_their_hours_and_keeps_file_loads(
+    session_factory: Sessions,
+) -> None:
+    now = utcnow()
+    ages = {"old": 30, "fresh": 20, "file-old": 100}  # hours
+    async with session_factory.begin() as session:
+        session.add_all(
+            WriteReceipt(
+                kind="file" if key.startswith("file") else "request",
+                key=key,
+                fingerprint="f",
+                created_at=now - timedelta(hours=hours),
+            )
+            for key, hours in ages.items()
+        )
+
+    dry = await purge_soft_deleted(session_factory, older_than=timedelta(days=30), dry_run=True)
+    assert dry.deleted["write_receipts"] == 1
+    assert dry.keys_cutoff is not None
+    assert now - timedelta(hours=24, seconds=5) < dry.keys_cutoff < now - timedelta(hours=23)
+    done = await purge_soft_deleted(session_factory, older_than=timedelta(days=30))
+    assert done.deleted["write_receipts"] == 1
+    async with session_factory() as session:
+        keys = (await session.scalars(select(WriteReceipt.key).order_by(WriteReceipt.key))).all()
+    assert keys == ["file-old", "fresh"]

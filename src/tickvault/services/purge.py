@@ -3,12 +3,16 @@
 ::
 
     report = await purge_soft_deleted(session_factory, older_than=timedelta(days=30))
-    report.deleted   # {"alert_logs": 120, "market_data": 4031}
+    report.deleted   # {"alert_logs": 120, "market_data": 4031, "write_receipts": 18}
 
 Only market_data and alert_logs are soft-deleted, and nothing refers to their rows, so their
 RESTRICT foreign keys never block a purge (instruments and rules are deactivated, never
 purged). Rows go in batches, each its own short transaction, so a large purge never holds a
 lock for long; ``dry_run=True`` only counts.
+
+The receipts of idempotent requests are kept ``idempotency_key_hours`` (a setting, 24 by
+default): a purge also removes older ones (``report.deleted["write_receipts"]``). The
+receipts of file loads stay: they keep a file from being loaded twice.
 """
 
 from dataclasses import dataclass, field
@@ -20,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tickvault.database.session import INCLUDE_DELETED
 from tickvault.database.types import utcnow
 from tickvault.errors import ValidationError
-from tickvault.models import AlertLog, MarketData
+from tickvault.models import AlertLog, MarketData, WriteReceipt
+from tickvault.settings import get_settings
 
 PURGEABLE = (AlertLog, MarketData)
 
@@ -30,6 +35,7 @@ class PurgeReport:
     cutoff: datetime
     dry_run: bool
     deleted: dict[str, int] = field(default_factory=dict)  # would be deleted, on a dry run
+    keys_cutoff: datetime | None = None  # idempotency keys older than this go too
 
 
 async def purge_soft_deleted(
@@ -73,4 +79,25 @@ async def purge_soft_deleted(
             if deleted < batch_size:
                 break
         report.deleted[model.__tablename__] = total
+    report.keys_cutoff = utcnow() - timedelta(hours=get_settings().idempotency_key_hours)
+    expired_keys = (WriteReceipt.kind == "request") & (WriteReceipt.created_at < report.keys_cutoff)
+    if dry_run:
+        async with session_factory() as session:
+            count = await session.scalar(select(func.count()).where(expired_keys))
+        report.deleted[WriteReceipt.__tablename__] = int(count or 0)
+        return report
+    total = 0
+    while True:
+        async with session_factory.begin() as session:
+            ids = select(WriteReceipt.id).where(expired_keys).limit(batch_size)
+            result = await session.execute(
+                delete(WriteReceipt)
+                .where(WriteReceipt.id.in_(ids.scalar_subquery()))
+                .execution_options(synchronize_session=False)
+            )
+        deleted = int(result.rowcount)  # type: ignore[attr-defined]
+        total += deleted
+        if deleted < batch_size:
+            break
+    report.deleted[WriteReceipt.__tablename__] = total
     return report
