@@ -129,3 +129,28 @@ def test_the_same_key_at_once_is_stored_once_among_other_writes(head_url: str) -
         assert all(r.json() == ok[0].json() for r in ok)  # one answer, however often given
         assert all(r.json()["detail"] for r in keyed if r.status_code == 409)
     assert stored(head_url) == 60 * 5 + 20 * 5
+
+
+def test_a_stream_message_with_a_key_is_stored_once_across_reconnects(head_url: str) -> None:
+    seed_one_instrument(head_url)
+    message = {"key": "m-1", **ticks(4)}
+    with client_for(head_url) as client:
+        with client.websocket_connect("/market-data/stream") as ws:
+            ws.send_json({"seq": 1, **message})
+            ws.send_json({"seq": 2, **message})  # while the first may still be running
+            first, second = ws.receive_json(), ws.receive_json()
+            ws.send_json({"seq": 3, **message})
+            third = ws.receive_json()
+            ws.send_json({"seq": 4, "key": "m-1", **ticks(1, 90)})
+            other = ws.receive_json()
+        with client.websocket_connect("/market-data/stream") as ws:
+            ws.send_json({"seq": 5, **message})
+            after_reconnect = ws.receive_json()
+    assert (first["seq"], first["accepted"], "replayed" in first) == (1, 4, False)
+    assert second["seq"] == 2
+    assert second.get("replayed") or "still running" in second["error"], second
+    for answer in (third, after_reconnect):
+        assert answer["replayed"] is True
+        assert (answer["accepted"], answer["ids"]) == (4, first["ids"])
+    assert "was used for a different request" in other["error"]
+    assert stored(head_url) == 4

@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Generator,
     Iterable,
@@ -237,18 +238,47 @@ class MarketDataService:
         wait: bool = True,
         ignore_unknown_fields: bool = False,
         idempotency: IdempotencyKey | None = None,
-    ) -> "PendingReport":
+    ) -> Awaitable[LiveReport]:
         """Validate ``rows`` and queue the good ones for the live writer; await the result
         for what was stored (ids in input order) and what was refused (position, reason).
-        With ``idempotency``, the request's receipt is committed with its ticks, which are
-        then stored all or none (see ``store``).
 
         Returns once the rows are queued: a full queue makes this wait, or raise
         ``WriteQueueFull`` with ``wait=False``. The result raises ``DatabaseUnavailable``
         (or ``DatabaseError``) when no row could be stored for that reason. A field a tick
         does not have is refused (a misspelt ``prcie`` would store no price), unless
         ``ignore_unknown_fields`` (a CSV file's other columns).
+
+        With ``idempotency``, the request runs once: its receipt (key, fingerprint, the
+        report) is committed in the transaction of its ticks, which are stored all or none,
+        and the same key again gets that first report back (``replayed``) with nothing
+        stored again; ``KeyReused`` if the fingerprint differs, ``KeyInFlight`` while the
+        first is not answered yet. A request that stored no tick leaves no receipt (running
+        it again stores nothing either).
         """
+        if idempotency is None:
+            return await self._queue(rows, wait, ignore_unknown_fields, None)
+        key = idempotency.key
+        if key in self._in_flight:
+            raise KeyInFlight(f"a request with Idempotency-Key {key!r} is still running")
+        known = self._recent.get(key)
+        if known is not None:
+            return _answered(_replay(idempotency, *known))
+        self._in_flight.add(key)
+        try:
+            pending = await self._queue(rows, wait, ignore_unknown_fields, idempotency)
+        except BaseException:
+            self._in_flight.discard(key)
+            raise
+        # A task: the key leaves the in-flight set even if nobody awaits the answer.
+        return asyncio.ensure_future(self._settle(pending, idempotency))
+
+    async def _queue(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        wait: bool,
+        ignore_unknown_fields: bool,
+        idempotency: IdempotencyKey | None,
+    ) -> PendingReport:
         validate = await self.catalog.validator()
         report = LiveReport()
         records: list[TickRecord] = []
@@ -279,41 +309,9 @@ class MarketDataService:
         future = await self.writer.submit(records, wait=wait, receipt=receipt)
         return PendingReport(report, positions, future)
 
-    async def store(
-        self,
-        rows: Sequence[Mapping[str, Any]],
-        *,
-        wait: bool = True,
-        ignore_unknown_fields: bool = False,
-        idempotency: IdempotencyKey | None = None,
-    ) -> "LiveReport":
-        """``submit`` and wait for the result.
-
-        With ``idempotency``, the request runs once: its receipt (key, fingerprint, the
-        report) is committed in the transaction of its ticks, and the same key again gets
-        that first report back (``replayed``) with nothing stored again; ``KeyReused`` if
-        the fingerprint differs, ``KeyInFlight`` while the first is not answered yet. A
-        request that stored no tick leaves no receipt (running it again stores nothing
-        either).
-        """
-        if idempotency is None:
-            return await (
-                await self.submit(rows, wait=wait, ignore_unknown_fields=ignore_unknown_fields)
-            )
+    async def _settle(self, pending: PendingReport, idempotency: IdempotencyKey) -> LiveReport:
         key = idempotency.key
-        if key in self._in_flight:
-            raise KeyInFlight(f"a request with Idempotency-Key {key!r} is still running")
-        self._in_flight.add(key)
         try:
-            known = self._recent.get(key)
-            if known is not None:
-                return _replay(idempotency, *known)
-            pending = await self.submit(
-                rows,
-                wait=wait,
-                ignore_unknown_fields=ignore_unknown_fields,
-                idempotency=idempotency,
-            )
             try:
                 report = await pending
             except KeyTaken:
@@ -331,6 +329,24 @@ class MarketDataService:
             return report
         finally:
             self._in_flight.discard(key)
+
+    async def store(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        wait: bool = True,
+        ignore_unknown_fields: bool = False,
+        idempotency: IdempotencyKey | None = None,
+    ) -> "LiveReport":
+        """``submit`` and wait for the result."""
+        return await (
+            await self.submit(
+                rows,
+                wait=wait,
+                ignore_unknown_fields=ignore_unknown_fields,
+                idempotency=idempotency,
+            )
+        )
 
     async def _stored_receipt(self, key: str) -> tuple[str, str] | None:
         async with self.engine.connect() as connection:
@@ -553,6 +569,12 @@ def _replay(idempotency: IdempotencyKey, fingerprint: str, response: str) -> Liv
             "nothing stored (use a new key for a new request)"
         )
     return _report_from_json(response)
+
+
+def _answered(report: LiveReport) -> "asyncio.Future[LiveReport]":
+    future: asyncio.Future[LiveReport] = asyncio.get_running_loop().create_future()
+    future.set_result(report)
+    return future
 
 
 def _position(rejection: Rejection) -> int:

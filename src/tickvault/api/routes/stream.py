@@ -11,10 +11,15 @@ Answers come in the order the messages were sent, each once its ticks are commit
 message's ticks could be stored for a reason of the database's (unavailable, say), the answer
 carries ``"error"`` too. A message that cannot be read is answered with ``"error"`` and the
 connection stays open. Writes need ``X-API-Key`` on the handshake when a key is configured.
+
+A message may carry a ``"key"`` (as ``Idempotency-Key`` does for ``POST /market-data``,
+matched on its ticks): sent again, on this connection or another after a reconnect, it is
+answered as the first time, with ``"replayed": true``, and stores nothing again.
 """
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import secrets
 from collections.abc import Awaitable, Mapping
@@ -24,8 +29,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from pydantic import Field, ValidationError
 
 from tickvault.api.schemas import TickBatch
-from tickvault.errors import DatabaseError
-from tickvault.services.market_data import LiveReport, MarketDataService
+from tickvault.errors import TickvaultError
+from tickvault.services.market_data import IdempotencyKey, LiveReport, MarketDataService
 
 router = APIRouter()
 MAX_IN_FLIGHT = 1_000  # messages read but not yet answered, per connection
@@ -33,6 +38,9 @@ MAX_IN_FLIGHT = 1_000  # messages read but not yet answered, per connection
 
 class StreamMessage(TickBatch):
     seq: int | str | None = Field(default=None, description="Echoed in the answer.")
+    key: str | None = Field(
+        default=None, min_length=1, max_length=255, description="An idempotency key."
+    )
 
 
 Answer = dict[str, Any] | Awaitable[LiveReport]
@@ -84,10 +92,16 @@ async def _take(message: Mapping[str, Any], service: MarketDataService) -> tuple
             f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()
         )
         return seq, _error(reasons)
+    idempotency = None
+    if parsed.key is not None:
+        ticks = json.dumps(parsed.ticks, sort_keys=True, separators=(",", ":"))
+        source = "WS /market-data/stream"
+        digest = hashlib.sha256(f"{source}\n{ticks}".encode()).hexdigest()
+        idempotency = IdempotencyKey(parsed.key, digest, source)
     try:
         # Waits while the write queue is full: the client's sends slow down (TCP).
-        pending = await service.submit(parsed.ticks)
-    except DatabaseError as exc:
+        pending = await service.submit(parsed.ticks, idempotency=idempotency)
+    except TickvaultError as exc:
         return parsed.seq, _error(str(exc))
     return parsed.seq, pending
 
@@ -112,7 +126,7 @@ async def _send_answers(websocket: WebSocket, answers: "asyncio.Queue[tuple[Any,
         else:
             try:
                 report = await answer
-            except DatabaseError as exc:
+            except TickvaultError as exc:
                 body = {"seq": seq, **_error(str(exc))}
             else:
                 body = {
@@ -123,4 +137,6 @@ async def _send_answers(websocket: WebSocket, answers: "asyncio.Queue[tuple[Any,
                         {"position": r.position, "reason": r.reason} for r in report.rejections
                     ],
                 }
+                if report.replayed:
+                    body["replayed"] = True
         await websocket.send_text(json.dumps(body))
