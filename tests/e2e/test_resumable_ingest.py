@@ -182,3 +182,33 @@ def test_a_loaded_file_under_another_name_is_the_same_load(head_url: str, tmp_pa
     changed.write_bytes(first.read_bytes() + b"AAPL,2024-05-06T10:00:00Z,1,1000\r\n")
     assert ingest(head_url, changed).returncode == 2
     assert count(head_url) == 2 * len(expected_rows(1_000)) + 1
+
+
+def test_a_load_stopped_by_an_error_says_how_many_rows_it_stored(
+    head_url: str, big_file: Path, tmp_path: Path
+) -> None:
+    seeded(head_url)
+    source = tmp_path / big_file.name
+    source.write_bytes(big_file.read_bytes())
+    process = subprocess.Popen(
+        [TICKVAULT, "ingest", str(source), "--database-url", head_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while process.poll() is None and count(head_url) == 0:
+        time.sleep(0.02)
+    # Another load of the same file moves the receipt: this one must stop at its next batch.
+    run_on(
+        head_url,
+        lambda c: c.execute(
+            sa.text("UPDATE write_receipts SET rows_consumed = rows_consumed + 1000000000")
+        ),
+    )
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, (out, err)
+    stored_rows = count(head_url)
+    assert 0 < stored_rows < len(expected_rows(ROWS))
+    assert f"stopped: {stored_rows:,} rows of {source} were stored by this run" in err
+    assert "error: another load of the same input moved its receipt" in err
+    assert "Traceback" not in err
