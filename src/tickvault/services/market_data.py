@@ -522,6 +522,10 @@ class MarketDataService:
             else:
                 await progress.advance_asyncpg(connection, last + 1, len(batch))
 
+        if previous is not None and self.engine.dialect.name == "sqlite":
+            # One writer at a time there: the batch before (its alert logs included, which
+            # take the write lock too) finishes before this one takes the lock.
+            await previous
         try:
             await write_ticks(self.engine, batch, before_commit=account)
         except (DBAPIError, asyncpg.PostgresError) as exc:
