@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from tests.conftest import postgres_admin_url
 from tickvault.cli import app
 
-REVISIONS = ("4524473b46fb", "df856072bded", "f79e2702f75c", "a7c3e9d15b42")
+REVISIONS = ("4524473b46fb", "df856072bded", "f79e2702f75c", "c2f8d4b6e913")
 
 
 def test_quick_bench_measures_every_case_on_both_engines(tmp_path: Path) -> None:

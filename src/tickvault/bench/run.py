@@ -6,9 +6,9 @@
     results["engines"]["sqlite"]["insert"]["market_data"]["4524473b46fb"]["p50_ms"]
 
 Per engine, four databases are filled alike and migrated to the baseline, to df856072bded
-(the index reduction), to f79e2702f75c (soft delete) and to head (a7c3e9d15b42, the read
-path); each insert case then runs on all four in turn, ``repeat`` times, and the rows it
-added are deleted before the next turn.
+(the index reduction), to f79e2702f75c (soft delete) and to head (c2f8d4b6e913: the read
+path of a7c3e9d15b42 and the write receipts); each insert case then runs on all four in
+turn, ``repeat`` times, and the rows it added are deleted before the next turn.
 """
 
 import asyncio
@@ -28,7 +28,7 @@ BASELINE, INDEXES, SOFT_DELETE, HEAD = (
     "4524473b46fb",
     "df856072bded",
     "f79e2702f75c",
-    "a7c3e9d15b42",
+    "c2f8d4b6e913",
 )
 REVISIONS = (BASELINE, INDEXES, SOFT_DELETE, HEAD)
 TABLES = ("market_data", "alert_logs")
