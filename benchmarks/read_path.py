@@ -107,21 +107,27 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=10, help="runs per read and turn")
     parser.add_argument("--repeat", type=int, default=3, help="turns (medians kept)")
     parser.add_argument("--postgres-url", help="server to create throwaway databases on")
+    parser.add_argument(
+        "--revisions",
+        default=",".join(REVISIONS),
+        help=f"which of {', '.join(REVISIONS)} (comma-separated; all by default)",
+    )
     args = parser.parse_args()
+    chosen = {label: REVISIONS[label] for label in args.revisions.split(",")}
     engines = ["sqlite"] + (["postgresql"] if args.postgres_url else [])
     for engine in engines:
         with ExitStack() as stack:
             urls = {}
-            for label, revision in REVISIONS.items():
+            for label, revision in chosen.items():
                 print(f"{engine}: filling {args.rows:,} rows at {label}", flush=True)
                 urls[label] = stack.enter_context(data.throwaway(engine, args.postgres_url))
                 data.prepare(urls[label], revision, args.rows)
                 asyncio.run(_add_idle_and_never(urls[label]))
             results = asyncio.run(_measure(urls, args.reads, args.repeat))
         print(f"\n{engine}, {args.rows:,} ticks, ms (median)")
-        print(f"{'read':<36}" + "".join(f"{label:>16}" for label in REVISIONS))
+        print(f"{'read':<36}" + "".join(f"{label:>16}" for label in chosen))
         for name, figures in results.items():
-            cells = [f"{figures[k]:>16.3f}" if k in figures else f"{'-':>16}" for k in REVISIONS]
+            cells = [f"{figures[k]:>16.3f}" if k in figures else f"{'-':>16}" for k in chosen]
             print(f"{name:<36}" + "".join(cells))
         print(flush=True)
 
