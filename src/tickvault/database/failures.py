@@ -4,6 +4,7 @@
 
     kind_of(exc)      # Failure.UNAVAILABLE, Failure.ROW or Failure.FAULT
     reason_of(exc)    # the driver's first line, without SQLAlchemy's decoration
+    with translated(url): ...   # driver errors out as one-line DatabaseError(Unavailable)s
 
 - ``UNAVAILABLE``: the database cannot be reached, is starting or shutting down, or stayed
   locked past the busy timeout (deadlocks and serialization failures too): nothing was
@@ -17,12 +18,26 @@
 import enum
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
+from tickvault.database.url import display_url
+from tickvault.errors import DatabaseError, DatabaseUnavailable
+
 # What a database driver or the network raises (anything else is a bug, not a failure).
-DRIVER_ERRORS = (DBAPIError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# asyncpg's InternalClientError: "cannot switch to state 21; another operation (2) is in
+# progress" when a COPY starts on a connection the server has just ended.
+DRIVER_ERRORS = (
+    DBAPIError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
 
 
 class Failure(enum.Enum):
@@ -81,3 +96,23 @@ def reason_of(exc: BaseException) -> str:
     error: BaseException = getattr(exc, "orig", None) or exc
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def translate(exc: BaseException, where: str) -> DatabaseError:
+    """A driver error as the one-line tickvault error to report; ``where`` names the database.
+
+    ``DatabaseUnavailable`` when it may pass by itself, ``DatabaseError`` otherwise (a row's
+    fault included: callers that isolate rows look at ``kind_of`` first).
+    """
+    if kind_of(exc) is Failure.UNAVAILABLE:
+        return DatabaseUnavailable(f"database unavailable at {where}: {reason_of(exc)}")
+    return DatabaseError(f"database error at {where}: {reason_of(exc)}")
+
+
+@contextmanager
+def translated(url: str | URL) -> Iterator[None]:
+    """Driver errors raised in the block come out as ``translate``'s, naming ``url``."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        raise translate(exc, display_url(url)) from exc
