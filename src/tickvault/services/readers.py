@@ -53,13 +53,14 @@ def read_csv(
     """The rows of a CSV file with a header (UTF-8, with or without a BOM), one dict at a
     time. The header is checked at once; the file is closed when the rows run out."""
     path = Path(path)
-    handle = path.open(newline="", encoding="utf-8-sig")
-    try:
-        rows = read_csv_stream(handle, name=str(path), columns=columns)
-    except BaseException:
-        handle.close()
-        raise
-    return _closing(rows, handle)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        read_csv_stream(handle, name=str(path), columns=columns)  # the header, checked now
+    return _csv_file_rows(path, columns)
+
+
+def _csv_file_rows(path: Path, columns: Mapping[str, str] | None) -> Iterator[dict[str, Any]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        yield from read_csv_stream(handle, name=str(path), columns=columns)
 
 
 def read_csv_stream(
@@ -147,11 +148,6 @@ def _keeping(lines: Iterable[str], kept: list[str]) -> Iterator[str]:
         yield line
 
 
-def _closing(rows: Iterator[dict[str, Any]], handle: IO[str]) -> Iterator[dict[str, Any]]:
-    with handle:
-        yield from rows
-
-
 def read_parquet(
     path: str | Path, *, columns: Mapping[str, str] | None = None, batch_rows: int = 65_536
 ) -> Iterator[dict[str, Any]]:
@@ -165,36 +161,35 @@ def read_parquet(
         ) from exc
     path = Path(path)
     mapping = dict(columns or {})
+    with _open_parquet(pq, path) as parquet:  # the file and its columns, checked now
+        names = list(parquet.schema_arrow.names)
+    _check_header(path, names, mapping)
+    wanted = [name for name in names if mapping.get(name, name) in KNOWN_COLUMNS]
+    return _parquet_rows(pq, path, wanted, mapping, batch_rows)
+
+
+def _open_parquet(pq: Any, path: Path) -> Any:
     try:
-        parquet = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except _ARROW_ERRORS as exc:
         raise ValidationError(f"{path}: {_not_parquet(path, exc)}") from exc
-    names = list(parquet.schema_arrow.names)
-    try:
-        _check_header(path, names, mapping)
-    except ValidationError:
-        parquet.close()
-        raise
-    wanted = [name for name in names if mapping.get(name, name) in KNOWN_COLUMNS]
-    return _parquet_rows(parquet, path, wanted, mapping, batch_rows)
 
 
 def _parquet_rows(
-    parquet: Any, path: Path, wanted: list[str], mapping: dict[str, str], batch_rows: int
+    pq: Any, path: Path, wanted: list[str], mapping: dict[str, str], batch_rows: int
 ) -> Iterator[dict[str, Any]]:
     done = 0
-    try:
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
-            for row in batch.to_pylist():
-                yield {mapping.get(k, k): v for k, v in row.items()}
-            done += batch.num_rows
-    except _ARROW_ERRORS as exc:
-        after = f" after its first {done:,} rows" if done else ""
-        raise ValidationError(
-            f"{path}: damaged Parquet file, not readable{after} ({_first_line(exc)})"
-        ) from exc
-    finally:
-        parquet.close()
+    with _open_parquet(pq, path) as parquet:
+        try:
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
+                for row in batch.to_pylist():
+                    yield {mapping.get(k, k): v for k, v in row.items()}
+                done += batch.num_rows
+        except _ARROW_ERRORS as exc:
+            after = f" after its first {done:,} rows" if done else ""
+            raise ValidationError(
+                f"{path}: damaged Parquet file, not readable{after} ({_first_line(exc)})"
+            ) from exc
 
 
 # What pyarrow raises for a file it cannot read (ArrowInvalid is a ValueError, ArrowIOError
