@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import asyncpg
+from asyncpg.exceptions import _base as asyncpg_errors
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
@@ -50,6 +51,14 @@ class Failure(enum.Enum):
 _PG_UNAVAILABLE_CLASSES = ("08", "57")  # connection exception, operator intervention
 _PG_UNAVAILABLE_CODES = {"53300", "40001", "40P01", "55P03"}  # too many connections, ...
 _PG_ROW_CLASSES = ("22", "23", "P0")  # data exception, integrity violation, PL/pgSQL raise
+# asyncpg's InterfaceErrors are mostly a connection gone ("connection is closed"), except
+# these: a query argument it cannot encode (the value's fault), a setting or a feature.
+_ASYNCPG_ROW = (asyncpg_errors.DataError,)
+_ASYNCPG_FAULT = (
+    asyncpg_errors.ClientConfigurationError,
+    asyncpg_errors.UnsupportedClientFeatureError,
+    asyncpg_errors.UnsupportedServerFeatureError,
+)
 # SQLite primary result codes (the low byte of the extended code).
 _SQLITE_UNAVAILABLE = {5, 6, 14}  # BUSY, LOCKED, CANTOPEN
 _SQLITE_ROW = {18, 19, 20}  # TOOBIG, CONSTRAINT, MISMATCH
@@ -69,6 +78,10 @@ def kind_of(exc: BaseException) -> Failure:
     for error in _chain(exc):
         if isinstance(error, DBAPIError) and error.connection_invalidated:
             return Failure.UNAVAILABLE
+        if isinstance(error, _ASYNCPG_ROW):
+            return Failure.ROW
+        if isinstance(error, _ASYNCPG_FAULT):
+            return Failure.FAULT
         if isinstance(error, OSError | TimeoutError | asyncpg.InterfaceError):
             return Failure.UNAVAILABLE
         sqlstate = getattr(error, "sqlstate", None)
