@@ -1,5 +1,6 @@
 """CSV and Parquet files through the readers into ingest, on both engines."""
 
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.market_data import MarketDataService
-from tickvault.services.readers import read_csv, read_parquet, read_ticks
+from tickvault.services.readers import read_csv, read_csv_stream, read_parquet, read_ticks
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2024, 8, 1, 9, 0, tzinfo=UTC)
@@ -197,3 +198,25 @@ def test_damaged_and_misnamed_parquet_files_are_refused_in_one_line(tmp_path: Pa
             read_ticks(path)  # at once, before any row is asked for
         assert str(caught.value).startswith(f"{path}: {reason}")
         assert "\n" not in str(caught.value)
+
+
+async def test_an_upload_refuses_the_same_lines_as_a_file_load(service: MarketDataService) -> None:
+    """POST /market-data/csv sends an upload's rows through the live writer (``store``)."""
+    text = (
+        "symbol,timestamp,price\n"
+        "AAPL,2024-08-01T09:00:00Z,218.5\n"
+        "AAPL,2024-08-01T09:00:01Z,218,75\n"
+        'AAPL,"2024-08-01T09:00:02Z,219\n'
+        "AAPL,2024-08-01T09:00:03Z,219.5\n"
+    )
+    try:
+        rows = list(read_csv_stream(io.StringIO(text, newline=""), name="upload.csv"))
+        report = await service.store(rows, ignore_unknown_fields=True)
+    finally:
+        await service.aclose()
+
+    assert report.accepted == 2
+    assert [(r.position, r.reason) for r in report.rejections] == [
+        (1, "line 3: 4 fields, the header has 3: extra '75'"),
+        (2, "line 4: a quoted field runs past the end of the line (an unterminated quote?)"),
+    ]
