@@ -264,7 +264,7 @@ def purge(
     age = parse_duration(older_than)
 
     async def run() -> None:
-        async with opened(database_url) as (_, session_factory):
+        async with opened(database_url, writes=not dry_run) as (_, session_factory):
             report = await purge_soft_deleted(
                 session_factory, older_than=age, dry_run=dry_run, batch_size=batch_size
             )

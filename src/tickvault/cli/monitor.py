@@ -132,7 +132,8 @@ def analyze(
     """
 
     async def run() -> dict[str, Any]:
-        async with opened(database_url) as (engine, _):
+        # Any table of any database: neither tickvault's schema nor writes are needed.
+        async with opened(database_url, migrated=False, writes=False) as (engine, _):
             watcher = DatabasePerformanceMonitor(engine)
             try:
                 return await watcher.analyze_table_performance(table)

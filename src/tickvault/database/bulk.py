@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tickvault.database.engine import write_transaction
+from tickvault.database.failures import DRIVER_ERRORS, Failure, kind_of, translate
+from tickvault.database.url import display_url
 from tickvault.monitoring.capture import measured
 
 TICK_COLUMNS = (
@@ -46,12 +48,30 @@ async def write_ticks(
     *,
     before_commit: Callable[[Any], Awaitable[None]] | None = None,
 ) -> None:
-    """Write ``records`` in one atomic step; raises the driver's error if any row fails.
+    """Write ``records`` in one atomic step.
+
+    Raises the driver's error when the database refuses a row (a constraint, a value out of
+    range: then none of them is stored), and ``DatabaseUnavailable`` or ``DatabaseError``
+    when the database itself fails (unreachable, locked, read-only, full): no use going on
+    with the next batch then.
 
     ``before_commit(connection)`` runs in the same transaction once the rows are written
     (a load's receipt moves with its batch): it gets the asyncpg connection on PostgreSQL,
     the SQLAlchemy ``AsyncConnection`` on SQLite; if it raises, nothing is stored.
     """
+    try:
+        await _write_ticks(engine, records, before_commit)
+    except DRIVER_ERRORS as exc:
+        if kind_of(exc) is Failure.ROW:
+            raise
+        raise translate(exc, display_url(engine.url)) from exc
+
+
+async def _write_ticks(
+    engine: AsyncEngine,
+    records: Sequence[TickRecord],
+    before_commit: Callable[[Any], Awaitable[None]] | None,
+) -> None:
     if engine.dialect.name == "postgresql":
         async with engine.connect() as connection:
             raw = await connection.get_raw_connection()

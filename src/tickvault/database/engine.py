@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from tickvault.database.session import TickvaultSession
-from tickvault.database.url import to_async_url
-from tickvault.errors import ConfigurationError
+from tickvault.database.url import display_url, to_async_url
+from tickvault.errors import ConfigurationError, DatabaseError
 from tickvault.settings import get_settings
 
 
@@ -166,3 +166,30 @@ def _configure_sqlite(
     def _on_begin(connection: Connection) -> None:
         immediate = connection.get_execution_options().get(WRITE_TRANSACTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+async def check_writable(engine: AsyncEngine) -> None:
+    """Raise unless the database takes writes: a driver error on SQLite ("attempt to write a
+    readonly database": the file, its folder or the mount is read-only), ``DatabaseError`` on
+    a read-only PostgreSQL (a standby, ``default_transaction_read_only``). Writes nothing."""
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as connection:
+            read_only = await connection.exec_driver_sql("SHOW transaction_read_only")
+            if read_only.scalar() == "on":
+                raise DatabaseError(
+                    f"database {display_url(engine.url)} is read-only (transaction_read_only "
+                    "is on: a standby, or default_transaction_read_only)"
+                )
+        return
+    # SQLite opens a file it may not write read-only, and says so only at the first write:
+    # write the header's user_version unchanged, then roll back.
+    async with (
+        write_lock(engine),
+        engine.execution_options(**{WRITE_TRANSACTION: True}).connect() as connection,
+    ):
+        transaction = await connection.begin()
+        try:
+            version = int((await connection.exec_driver_sql("PRAGMA user_version")).scalar_one())
+            await connection.exec_driver_sql(f"PRAGMA user_version = {version}")
+        finally:
+            await transaction.rollback()

@@ -4,6 +4,12 @@ A bar covers ``[bucket, bucket + interval)`` with buckets aligned to the Unix ep
 the first price in it (by timestamp, then id), close the last, high and low the extremes,
 volume the sum, VWAP = sum(price * volume) / sum(volume), ticks the count. Ticks without a
 price (quotes only) and soft-deleted ticks are left out.
+
+Volumes are summed exactly on both engines, past 64 bits too (a bar of a few ticks near the
+largest volume a tick may have): PostgreSQL's ``sum(bigint)`` is a NUMERIC; SQLite's ``SUM``
+of integers fails with "integer overflow" (and ``TOTAL`` is a float), so there each volume
+is summed as two 32-bit halves, which cannot overflow below 2**31 ticks in one bar, and
+joined in Python.
 """
 
 import re
@@ -48,6 +54,12 @@ class Bar:
     @classmethod
     def from_row(cls, row: Any, seconds: int) -> "Bar":
         start = datetime.fromtimestamp(int(row["bucket"]), UTC)
+        if "volume_high" in row:  # SQLite: the two halves
+            high_half, low_half = row["volume_high"], row["volume_low"]
+            volume = None if low_half is None else (int(high_half) << 32) + int(low_half)
+        else:
+            volume = None if row["volume"] is None else int(row["volume"])
+        turnover = row["turnover"]
         return cls(
             start=start,
             end=datetime.fromtimestamp(int(row["bucket"]) + seconds, UTC),
@@ -55,8 +67,8 @@ class Bar:
             high=float(row["high"]),
             low=float(row["low"]),
             close=float(row["close"]),
-            volume=int(row["volume"] or 0),
-            vwap=float(row["vwap"]) if row["vwap"] is not None else None,
+            volume=volume or 0,
+            vwap=float(turnover) / volume if volume and turnover is not None else None,
             ticks=int(row["ticks"]),
         )
 
@@ -75,10 +87,41 @@ def _bucket(dialect: str, seconds: int) -> ColumnElement[Any]:
 def ohlcv_query(
     dialect: str, instrument_id: int, seconds: int, start: datetime, end: datetime
 ) -> Select[Any]:
+    ranked = ranked_ticks(dialect, instrument_id, seconds, start, end)
+    return (
+        select(
+            ranked.c.bucket,
+            func.max(case((ranked.c.first == 1, ranked.c.price))).label("open"),
+            func.max(ranked.c.price).label("high"),
+            func.min(ranked.c.price).label("low"),
+            func.max(case((ranked.c.last == 1, ranked.c.price))).label("close"),
+            *_volume_sums(dialect, ranked.c.volume),
+            func.sum(ranked.c.price * ranked.c.volume).label("turnover"),
+            func.count().label("ticks"),
+        )
+        .group_by(ranked.c.bucket)
+        .order_by(ranked.c.bucket)
+    )
+
+
+def _volume_sums(dialect: str, volume: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+    if dialect == "postgresql":
+        return [func.sum(volume).label("volume")]  # NUMERIC: exact at any size
+    return [
+        func.sum(volume.op(">>")(32)).label("volume_high"),
+        func.sum(volume.op("&")(0xFFFF_FFFF)).label("volume_low"),
+    ]
+
+
+def ranked_ticks(
+    dialect: str, instrument_id: int, seconds: int, start: datetime, end: datetime
+) -> Any:
+    """The ticks of the bars, each with its bucket and its rank from the bucket's first
+    (``first``) and last (``last``) tick."""
     if end <= start:
         raise ValidationError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
     bucket = _bucket(dialect, seconds)
-    ranked = (
+    return (
         select(
             bucket.label("bucket"),
             MarketData.price,
@@ -98,19 +141,4 @@ def ohlcv_query(
             MarketData.deleted_at.is_(None),
         )
         .subquery()
-    )
-    traded = func.sum(ranked.c.volume)
-    return (
-        select(
-            ranked.c.bucket,
-            func.max(case((ranked.c.first == 1, ranked.c.price))).label("open"),
-            func.max(ranked.c.price).label("high"),
-            func.min(ranked.c.price).label("low"),
-            func.max(case((ranked.c.last == 1, ranked.c.price))).label("close"),
-            traded.label("volume"),
-            (func.sum(ranked.c.price * ranked.c.volume) / func.nullif(traded, 0)).label("vwap"),
-            func.count().label("ticks"),
-        )
-        .group_by(ranked.c.bucket)
-        .order_by(ranked.c.bucket)
     )

@@ -14,11 +14,13 @@ Validation is ``ingest``'s job: a reader only turns the file into rows.
 """
 
 import csv
-from collections.abc import Iterator, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from tickvault.errors import ValidationError
+from tickvault.services.validation import UnreadableRow
 
 KNOWN_COLUMNS = (
     "symbol",
@@ -48,34 +50,109 @@ def _check_header(path: Path | str, names: list[str], columns: Mapping[str, str]
 def read_csv(
     path: str | Path, *, columns: Mapping[str, str] | None = None
 ) -> Iterator[dict[str, Any]]:
-    """The rows of a CSV file with a header, one dict at a time."""
+    """The rows of a CSV file with a header (UTF-8, with or without a BOM), one dict at a
+    time. The header is checked at once; the file is closed when the rows run out."""
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        read_csv_stream(handle, name=str(path), columns=columns)  # the header, checked now
+    return _csv_file_rows(path, columns)
+
+
+def _csv_file_rows(path: Path, columns: Mapping[str, str] | None) -> Iterator[dict[str, Any]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         yield from read_csv_stream(handle, name=str(path), columns=columns)
 
 
 def read_csv_stream(
     handle: IO[str], *, name: str = "<csv>", columns: Mapping[str, str] | None = None
 ) -> Iterator[dict[str, Any]]:
-    """The rows of CSV text with a header (an open file, an upload), one dict at a time."""
+    """The rows of CSV text with a header (an open file, an upload), one dict at a time.
+
+    A line the reader cannot take as it stands is refused, not guessed at: it comes as an
+    ``UnreadableRow`` with the reason and its line number (``ingest`` lists it with the
+    other refused rows), and the lines after it are read on their own:
+
+    - more fields than the header (``AAPL,…,1,XNAS`` under a 3-column header);
+    - a quoted field that runs past the end of its line (an unterminated quote: tick files
+      have no line breaks inside a value), which would otherwise swallow the rows after it.
+    """
     mapping = dict(columns or {})
-    reader = csv.DictReader(handle)
+    kept: list[str] = []  # the physical lines of the record being read
+    reader = csv.reader(_keeping(handle, kept))
     try:
-        if reader.fieldnames is None:
-            raise ValidationError(f"{name}: empty file, expected a header row")
-        _check_header(name, list(reader.fieldnames), mapping)
-        for row in reader:
-            yield {mapping.get(k, k): v for k, v in row.items() if k is not None}
+        header = next(reader, None)
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise ValidationError(
-            f"{name}: line {reader.line_num + 1}: not readable CSV ({exc})"
-        ) from exc
+        raise ValidationError(f"{name}: line 1: not readable CSV ({exc})") from exc
+    if header is None:
+        raise ValidationError(f"{name}: empty file, expected a header row")
+    if header and header[0].startswith("\ufeff"):  # a BOM the decoder kept
+        header[0] = header[0][1:]
+    _check_header(name, header, mapping)
+    names = [mapping.get(column, column) for column in header]
+    return _csv_rows(handle, reader, kept, names, name)
+
+
+def _csv_rows(
+    handle: IO[str], reader: Any, kept: list[str], names: list[str], name: str
+) -> Iterator[dict[str, Any]]:
+    width = len(names)
+    read_before = 0  # lines read before the current reader's first
+    while True:
+        kept.clear()
+        line = read_before + reader.line_num + 1  # the record's first line
+        try:
+            values = next(reader)
+            problem = None
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise ValidationError(
+                f"{name}: not UTF-8 text at or after line {line} ({exc.reason})"
+            ) from exc
+        except csv.Error as exc:  # a field past csv.field_size_limit(), say
+            values, problem = [], f"not readable CSV ({exc})"
+        if len(kept) > 1:
+            problem = "a quoted field runs past the end of the line (an unterminated quote?)"
+        if problem is not None:
+            # Refuse the record's first line alone and read the lines after it again.
+            yield UnreadableRow(_fields(names, kept[:1]), f"line {line}: {problem}")
+            again = kept[1:]
+            read_before = line
+            reader = csv.reader(_keeping(itertools.chain(again, handle), kept))
+            continue
+        if not values:
+            continue  # a blank line
+        row = dict(zip(names, values, strict=False))
+        if len(values) > width:
+            extra = ", ".join(repr(value) for value in values[width:])
+            yield UnreadableRow(
+                row, f"line {line}: {len(values)} fields, the header has {width}: extra {extra}"
+            )
+            continue
+        yield row
+
+
+def _fields(names: list[str], line: list[str]) -> dict[str, str]:
+    """What can be read of one refused line, for the rejects file."""
+    try:
+        values = next(csv.reader(text.rstrip("\r\n") for text in line), [])
+    except csv.Error:
+        values = []
+    return dict(zip(names, values, strict=False))
+
+
+def _keeping(lines: Iterable[str], kept: list[str]) -> Iterator[str]:
+    """``lines``, each also appended to ``kept``."""
+    for line in lines:
+        kept.append(line)
+        yield line
 
 
 def read_parquet(
     path: str | Path, *, columns: Mapping[str, str] | None = None, batch_rows: int = 65_536
 ) -> Iterator[dict[str, Any]]:
-    """The rows of a Parquet file, read a row group slice at a time (needs pyarrow)."""
+    """The rows of a Parquet file, read a row group slice at a time (needs pyarrow). The
+    file and its columns are checked at once."""
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -84,13 +161,57 @@ def read_parquet(
         ) from exc
     path = Path(path)
     mapping = dict(columns or {})
-    parquet = pq.ParquetFile(path)
-    names = list(parquet.schema_arrow.names)
+    with _open_parquet(pq, path) as parquet:  # the file and its columns, checked now
+        names = list(parquet.schema_arrow.names)
     _check_header(path, names, mapping)
     wanted = [name for name in names if mapping.get(name, name) in KNOWN_COLUMNS]
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
-        for row in batch.to_pylist():
-            yield {mapping.get(k, k): v for k, v in row.items()}
+    return _parquet_rows(pq, path, wanted, mapping, batch_rows)
+
+
+def _open_parquet(pq: Any, path: Path) -> Any:
+    try:
+        return pq.ParquetFile(path)
+    except _ARROW_ERRORS as exc:
+        raise ValidationError(f"{path}: {_not_parquet(path, exc)}") from exc
+
+
+def _parquet_rows(
+    pq: Any, path: Path, wanted: list[str], mapping: dict[str, str], batch_rows: int
+) -> Iterator[dict[str, Any]]:
+    done = 0
+    with _open_parquet(pq, path) as parquet:
+        try:
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
+                for row in batch.to_pylist():
+                    yield {mapping.get(k, k): v for k, v in row.items()}
+                done += batch.num_rows
+        except _ARROW_ERRORS as exc:
+            after = f" after its first {done:,} rows" if done else ""
+            raise ValidationError(
+                f"{path}: damaged Parquet file, not readable{after} ({_first_line(exc)})"
+            ) from exc
+
+
+# What pyarrow raises for a file it cannot read (ArrowInvalid is a ValueError, ArrowIOError
+# an OSError; a value Python cannot hold, such as a year-0 timestamp, a ValueError too).
+_ARROW_ERRORS = (ValueError, OSError, OverflowError)
+PARQUET_MAGIC = b"PAR1"
+
+
+def _not_parquet(path: Path, exc: BaseException) -> str:
+    """What is wrong with a file pyarrow would not open, from its first bytes."""
+    with path.open("rb") as handle:
+        start = handle.read(len(PARQUET_MAGIC))
+    if not start:
+        return "empty file, not Parquet"
+    if start != PARQUET_MAGIC:
+        return "not a Parquet file (it does not start with PAR1: a CSV file named .parquet?)"
+    return f"truncated or damaged Parquet file ({_first_line(exc)})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_ticks(

@@ -17,6 +17,15 @@ class RowError(ValueError):
     """Why one row was refused."""
 
 
+class UnreadableRow(dict[str, Any]):
+    """A row a file reader could not read faithfully (more fields than the header, an
+    unterminated quote): the values it could read, refused with ``reason``."""
+
+    def __init__(self, values: Mapping[str, Any], reason: str) -> None:
+        super().__init__(values)
+        self.reason = reason
+
+
 class TickValidator:
     """Turns an input mapping into a ``TickRecord``, or raises ``RowError`` with the reason.
 
@@ -28,6 +37,8 @@ class TickValidator:
         self.symbols = symbols
 
     def __call__(self, row: Mapping[str, Any]) -> TickRecord:
+        if isinstance(row, UnreadableRow):
+            raise RowError(row.reason)
         # The common case inline: an integer id of an active instrument, no symbol beside it.
         instrument_id = row.get("instrument_id")
         if (

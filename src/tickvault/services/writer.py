@@ -252,7 +252,9 @@ class TickWriter:
             if kind is Failure.UNAVAILABLE:
                 self._went_down(reason)
                 return [DatabaseUnavailable(f"database unavailable: {reason}")] * len(records)
-            logger.error("the database refused a write of %d ticks: %s", len(records), reason)
+            logger.error(
+                "the database refused a write of %d ticks: %s", len(records), reason, exc_info=exc
+            )
             return [DatabaseError(f"the database refused the write: {reason}")] * len(records)
         self.committed += len(records)
         self.batches += 1
