@@ -266,11 +266,8 @@ def purge(
     ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Hard-delete rows soft-deleted before now - OLDER_THAN (the only hard delete).
-
-    More than --confirm-above rows: says how many per table and deletes nothing unless
-    given --yes.
-    """
+    """Hard-delete rows soft-deleted before now - OLDER_THAN (the only hard delete); more
+    than --confirm-above rows: says how many per table, deletes nothing unless given --yes."""
     age = parse_duration(older_than)
 
     async def run() -> None:

@@ -49,11 +49,8 @@ def db_downgrade(
         bool, typer.Option("--yes", help="Go ahead even if it drops tables or columns with rows.")
     ] = False,
 ) -> None:
-    """Migrate the database down to REVISION.
-
-    A downgrade that would drop tables or columns holding rows says which, with their row
-    counts, and changes nothing unless given --yes.
-    """
+    """Migrate the database down to REVISION; one that would drop tables or columns holding
+    rows says which, with their row counts, and changes nothing unless given --yes."""
     now = schema.downgrade(database_url, revision, allow_data_loss=yes)
     typer.echo(f"database at revision {now or 'base (empty)'}")
 
