@@ -17,6 +17,7 @@ Every error is a ``TickvaultError``, so a caller can catch the whole family at o
     │   ├── TickRefused         the database itself refused one tick (a constraint, a trigger)
     │   └── KeyReused           an Idempotency-Key sent again with another request
     ├── MigrationError          a migration cannot run (unknown revision, data that would not fit)
+    ├── ConfirmationRequired    it would destroy data: says what, and waits for a yes
     └── UnknownTableError       a table name that is not in the database's catalog
 
 Database driver errors are translated at the boundary with ``raise ... from exc``, so the
@@ -51,6 +52,12 @@ class NotATickvaultDatabase(DatabaseError):
 
 class MigrationError(TickvaultError):
     """A schema migration cannot run, and nothing was changed."""
+
+
+class ConfirmationRequired(TickvaultError):
+    """An operation would destroy data (a downgrade dropping tables or columns that hold
+    rows, a large purge) and was not confirmed; the message says what, and nothing was
+    changed. Commands that raise it take ``--yes``."""
 
 
 class UnknownTableError(TickvaultError):

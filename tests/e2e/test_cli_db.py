@@ -35,6 +35,7 @@ def test_upgrade_current_downgrade_and_history(runner: CliRunner, database_url: 
 
     code, out, _ = tickvault(runner, "db", "downgrade", "-1", *url)
     assert (code, out.strip()) == (0, f"database at revision {READ_PATH}")
+    # Every table is empty: dropping them destroys nothing, so it does not ask.
     code, out, _ = tickvault(runner, "db", "downgrade", "base", *url)
     assert (code, out.strip()) == (0, "database at revision base (empty)")
     assert tickvault(runner, "db", "current", *url)[1].startswith("none (empty database")
@@ -91,7 +92,7 @@ def test_a_downgrade_that_would_lose_values_exits_non_zero(
         )
 
     run_on(database_url, seed)
-    code, out, err = tickvault(runner, "db", "downgrade", "base", *url)
+    code, out, err = tickvault(runner, "db", "downgrade", "base", "--yes", *url)
     assert code == 1
     # The steps it ran are logged above the error; the whole run rolled back.
     assert (
@@ -100,6 +101,100 @@ def test_a_downgrade_that_would_lose_values_exits_non_zero(
     assert "market_data.price: 1 rows" in err
     assert "Traceback" not in out + err
     assert tickvault(runner, "db", "current", *url)[1].strip() == f"{HEAD} (head)"
+
+
+TABLES = ["alert_logs", "alert_rules", "instruments", "market_data", "write_receipts"]
+
+
+def _seed_every_table(connection: sa.Connection) -> None:
+    connection.execute(sa.text("INSERT INTO instruments (id, symbol, name) VALUES (1, 'A', 'A')"))
+    connection.execute(
+        sa.text(
+            "INSERT INTO alert_rules (id, name, instrument_id, condition, threshold) "
+            "VALUES (1, 'r', 1, 'price_above', 1)"
+        )
+    )
+    for deleted_at in ["CURRENT_TIMESTAMP", "CURRENT_TIMESTAMP", "NULL"]:
+        connection.execute(
+            sa.text(
+                "INSERT INTO market_data (instrument_id, timestamp, price, deleted_at) "
+                f"VALUES (1, CURRENT_TIMESTAMP, 1.5, {deleted_at})"
+            )
+        )
+    connection.execute(
+        sa.text("INSERT INTO write_receipts (kind, key, fingerprint) VALUES ('file', 'k', 'f')")
+    )
+
+
+def _rows(database_url: str) -> dict[str, list[str]]:
+    """Every row of every table, soft-deletion times and all: what a refusal must keep."""
+
+    def read(connection: sa.Connection) -> dict[str, list[str]]:
+        tables = set(sa.inspect(connection).get_table_names())
+        return {
+            table: sorted(map(repr, connection.execute(sa.text(f"SELECT * FROM {table}"))))
+            for table in TABLES
+            if table in tables
+        }
+
+    return run_on(database_url, read)
+
+
+def _has_deleted_at(database_url: str) -> bool:
+    return run_on(
+        database_url,
+        lambda c: "deleted_at" in {col["name"] for col in sa.inspect(c).get_columns("market_data")},
+    )
+
+
+def test_a_downgrade_that_drops_rows_says_what_and_needs_yes(
+    runner: CliRunner, database_url: str
+) -> None:
+    url = ["--database-url", database_url]
+    assert tickvault(runner, "db", "upgrade", *url)[0] == 0
+    run_on(database_url, _seed_every_table)
+    before = _rows(database_url)
+    assert set(before) == set(TABLES)
+
+    code, out, err = tickvault(runner, "db", "downgrade", "base", *url)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"error: downgrade from {HEAD} to base would drop table alert_logs (0 rows), "
+        "table alert_rules (1 row), table instruments (1 row), table market_data (3 rows), "
+        "table write_receipts (1 row); nothing was changed; run again with --yes to go ahead\n"
+    )
+    code, _, err = tickvault(runner, "db", "downgrade", "-1", *url)
+    assert code == 1
+    assert err.startswith(
+        f"error: downgrade from {HEAD} to {READ_PATH} would drop table write_receipts (1 row); "
+    )
+    assert _rows(database_url) == before
+    assert tickvault(runner, "db", "current", *url)[1].strip() == f"{HEAD} (head)"
+
+    code, out, err = tickvault(runner, "db", "downgrade", "-1", "--yes", *url)
+    assert (code, out.strip()) == (0, f"database at revision {READ_PATH}"), err
+    assert "write_receipts" not in _rows(database_url)
+    # Only indexes change on the way to f79e2702f75c: nothing to ask.
+    code, out, err = tickvault(runner, "db", "downgrade", "f79e2702f75c", *url)
+    assert (code, out.strip()) == (0, "database at revision f79e2702f75c"), err
+    before = _rows(database_url)
+
+    # Below f79e2702f75c there is no deleted_at: the two soft-deletion times would go.
+    code, _, err = tickvault(runner, "db", "downgrade", "4a24cf1de90a", *url)
+    assert code == 1
+    assert err.startswith(
+        "error: downgrade from f79e2702f75c to 4a24cf1de90a would drop column "
+        "alert_logs.deleted_at (0 rows with a value), column market_data.deleted_at "
+        "(2 rows with a value); nothing was changed"
+    ), err
+    assert _rows(database_url) == before
+    assert _has_deleted_at(database_url)
+    assert tickvault(runner, "db", "current", *url)[1].strip() == "f79e2702f75c"
+
+    code, out, err = tickvault(runner, "db", "downgrade", "4a24cf1de90a", "--yes", *url)
+    assert (code, out.strip()) == (0, "database at revision 4a24cf1de90a"), err
+    assert not _has_deleted_at(database_url)
+    assert len(_rows(database_url)["market_data"]) == 3
 
 
 @pytest.mark.parametrize(

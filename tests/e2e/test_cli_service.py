@@ -176,6 +176,40 @@ def test_purge_dry_run_counts_then_purge_deletes_only_old_soft_deleted_rows(
     assert "duration 'soon' not understood" in err
 
 
+def test_purge_of_more_rows_than_confirm_above_needs_yes(
+    runner: CliRunner, head_url: str, tmp_path: Path
+) -> None:
+    tickvault(runner, head_url, "seed")
+    source = tmp_path / "ticks.csv"
+    write_csv(source, [["AAPL", f"2024-05-06T13:30:{s:02d}Z", 190, 1] for s in range(10)])
+    tickvault(runner, head_url, "ingest", str(source))
+    run_on(
+        head_url,
+        lambda c: c.execute(
+            sa.update(MarketData).where(MarketData.id <= 4).values(deleted_at=utcnow())
+        ),
+    )
+    purge = ["purge", "--older-than", "0s", "--confirm-above", "3"]
+
+    code, out, err = tickvault(runner, head_url, *purge, "--dry-run")
+    assert code == 0, err
+    assert "market_data: would delete 4" in out
+    assert "more than 3 rows: the purge will need --yes" in out
+
+    code, out, err = tickvault(runner, head_url, *purge)
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: purge would delete 4 rows (alert_logs: 0, market_data: 4, write_receipts: 0), "
+        "more than 3; nothing was deleted; run again with --yes to go ahead\n"
+    )
+    assert scalar(head_url, "SELECT count(*) FROM market_data") == 10
+
+    code, out, err = tickvault(runner, head_url, *purge, "--yes")
+    assert code == 0, err
+    assert "market_data: deleted 4" in out
+    assert scalar(head_url, "SELECT count(*) FROM market_data") == 6
+
+
 def test_analyze_prints_the_table_and_refuses_unknown_names(
     runner: CliRunner, head_url: str
 ) -> None:

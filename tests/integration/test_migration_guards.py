@@ -79,7 +79,7 @@ def test_float_to_decimal_downgrade_refuses_values_that_do_not_fit(database_url:
     )
 
     with pytest.raises(MigrationError) as caught:
-        schema.downgrade(database_url, BASELINE)
+        schema.downgrade(database_url, BASELINE, allow_data_loss=True)
 
     message = str(caught.value)
     assert f"market_data.price: {len(bad)} rows" in message
@@ -108,7 +108,7 @@ def test_downgrading_soft_delete_deletes_nothing_and_says_how_many(
     )
 
     with caplog.at_level(logging.WARNING, logger="tickvault.migrations"):
-        schema.downgrade(database_url, FLOATS)
+        schema.downgrade(database_url, FLOATS, allow_data_loss=True)
 
     assert _count(database_url, "market_data") == 3
     said = [r.getMessage() for r in caplog.records if r.name == "tickvault.migrations"]

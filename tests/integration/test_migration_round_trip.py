@@ -273,7 +273,7 @@ def test_receipts_revision_keeps_the_other_tables_and_a_receipt_round_trips(
 
     run_on(database_url, write_receipt)
     assert run_on(database_url, read_receipts) == [("file", "k", 300000, 299990, False)]
-    schema.downgrade(database_url, READ_PATH)
+    schema.downgrade(database_url, READ_PATH, allow_data_loss=True)
     assert_schema_at(database_url, READ_PATH)
     assert count_rows(database_url) == populated_baseline["counts"]
     schema.upgrade(database_url, HEAD)

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickvault.database.types import utcnow
-from tickvault.errors import ValidationError
+from tickvault.errors import ConfirmationRequired, ValidationError
 from tickvault.models import AlertLog, AlertRule, Instrument, MarketData, WriteReceipt
 from tickvault.services.purge import purge_soft_deleted
 
@@ -123,3 +123,40 @@ async def test_purge_forgets_idempotency_keys_past_their_hours_and_keeps_file_lo
     async with session_factory() as session:
         keys = (await session.scalars(select(WriteReceipt.key).order_by(WriteReceipt.key))).all()
     assert keys == ["file-old", "fresh"]
+
+
+async def test_more_than_confirm_above_rows_is_refused_and_deletes_nothing(
+    session_factory: Sessions,
+) -> None:
+    await _seed(session_factory)  # 7 ticks and 3 alert logs soft-deleted 40 days ago
+    async with session_factory.begin() as session:  # and one idempotency key past its hours
+        session.add(
+            WriteReceipt(
+                kind="request", key="k", fingerprint="f", created_at=utcnow() - timedelta(days=2)
+            )
+        )
+
+    async def counts() -> dict[str, int]:
+        async with session_factory() as session:
+            receipts = await session.scalar(select(func.count()).select_from(WriteReceipt))
+        return {**await _counts(session_factory), "write_receipts": int(receipts or 0)}
+
+    before = await counts()
+    with pytest.raises(ConfirmationRequired) as refused:
+        await purge_soft_deleted(session_factory, older_than=timedelta(days=30), confirm_above=10)
+    assert str(refused.value) == (
+        "purge would delete 11 rows (alert_logs: 3, market_data: 7, write_receipts: 1), "
+        "more than 10; nothing was deleted"
+    )
+    assert await counts() == before
+
+    done = await purge_soft_deleted(
+        session_factory, older_than=timedelta(days=30), confirm_above=11
+    )
+    assert done.deleted == {"alert_logs": 3, "market_data": 7, "write_receipts": 1}
+    assert await counts() == {
+        **before,
+        "market_data": before["market_data"] - 7,
+        "alert_logs": before["alert_logs"] - 3,
+        "write_receipts": 0,
+    }

@@ -16,7 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tickvault.database.engine import check_writable, create_engine, create_session_factory
 from tickvault.database.failures import DRIVER_ERRORS, reason_of, translated
 from tickvault.database.url import display_url, to_async_url
-from tickvault.errors import ConfigurationError, DatabaseError, TickvaultError
+from tickvault.errors import (
+    ConfigurationError,
+    ConfirmationRequired,
+    DatabaseError,
+    TickvaultError,
+)
 from tickvault.services import schema
 from tickvault.settings import get_settings
 
@@ -41,13 +46,18 @@ def console() -> Console:
 
 def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Print a tickvault error, or a driver or file error no layer translated, as one line
-    on stderr and exit 1, without a traceback."""
+    on stderr and exit 1, without a traceback.
+
+    ``ConfirmationRequired`` says how to go ahead: every command that raises it takes --yes.
+    """
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         configure_logging()
         try:
             return func(*args, **kwargs)
+        except ConfirmationRequired as exc:
+            message = f"{exc}; run again with --yes to go ahead"
         except TickvaultError as exc:
             message = str(exc)
         except DRIVER_ERRORS as exc:  # OSError included: a rejects file it may not write

@@ -258,21 +258,34 @@ def purge(
     ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count.")] = False,
     batch_size: Annotated[int, typer.Option(help="Rows deleted per transaction.", min=1)] = 10_000,
+    confirm_above: Annotated[
+        int, typer.Option(help="Ask for --yes when more rows than this would go.", min=0)
+    ] = 10_000,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Go ahead however many rows would go.")
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Hard-delete rows soft-deleted before now - OLDER_THAN (the only hard delete)."""
+    """Hard-delete rows soft-deleted before now - OLDER_THAN (the only hard delete); more
+    than --confirm-above rows: says how many per table, deletes nothing unless given --yes."""
     age = parse_duration(older_than)
 
     async def run() -> None:
         async with opened(database_url, writes=not dry_run) as (_, session_factory):
             report = await purge_soft_deleted(
-                session_factory, older_than=age, dry_run=dry_run, batch_size=batch_size
+                session_factory,
+                older_than=age,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                confirm_above=None if yes else confirm_above,
             )
         verb = "would delete" if dry_run else "deleted"
         out = console()
         out.print(f"soft-deleted before {report.cutoff.isoformat(timespec='seconds')}:")
         for table, count in report.deleted.items():
             out.print(f"  {table}: {verb} {count:,}")
+        if dry_run and sum(report.deleted.values()) > confirm_above:
+            out.print(f"more than {confirm_above:,} rows: the purge will need --yes")
 
     asyncio.run(run())
 

@@ -45,9 +45,13 @@ def db_build_indexes(database_url: DatabaseUrl = None) -> None:
 def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision: an id, -1, or base.")],
     database_url: DatabaseUrl = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Go ahead even if it drops tables or columns with rows.")
+    ] = False,
 ) -> None:
-    """Migrate the database down to REVISION."""
-    now = schema.downgrade(database_url, revision)
+    """Migrate the database down to REVISION; one that would drop tables or columns holding
+    rows says which, with their row counts, and changes nothing unless given --yes."""
+    now = schema.downgrade(database_url, revision, allow_data_loss=yes)
     typer.echo(f"database at revision {now or 'base (empty)'}")
 
 

@@ -8,7 +8,9 @@
 Only market_data and alert_logs are soft-deleted, and nothing refers to their rows, so their
 RESTRICT foreign keys never block a purge (instruments and rules are deactivated, never
 purged). Rows go in batches, each its own short transaction, so a large purge never holds a
-lock for long; ``dry_run=True`` only counts.
+lock for long; ``dry_run=True`` only counts. With ``confirm_above=N`` a purge that would
+delete more than N rows (counted first by a dry run) deletes nothing and raises
+``ConfirmationRequired`` with the count per table.
 
 The receipts of idempotent requests are kept ``idempotency_key_hours`` (a setting, 24 by
 default): a purge also removes older ones (``report.deleted["write_receipts"]``). The
@@ -23,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickvault.database.session import INCLUDE_DELETED
 from tickvault.database.types import utcnow
-from tickvault.errors import ValidationError
+from tickvault.errors import ConfirmationRequired, ValidationError
 from tickvault.models import AlertLog, MarketData, WriteReceipt
 from tickvault.settings import get_settings
 
@@ -44,12 +46,28 @@ async def purge_soft_deleted(
     older_than: timedelta,
     dry_run: bool = False,
     batch_size: int = 10_000,
+    confirm_above: int | None = None,
 ) -> PurgeReport:
-    """Hard-delete rows soft-deleted before ``now - older_than``."""
+    """Hard-delete rows soft-deleted before ``now - older_than``; refuse, deleting nothing,
+    if that is more than ``confirm_above`` rows."""
     if older_than < timedelta(0):
         raise ValidationError(f"older_than must not be negative, got {older_than}")
     if not 1 <= batch_size <= 1_000_000:
         raise ValidationError(f"batch_size must be between 1 and 1,000,000, got {batch_size}")
+    if confirm_above is not None and confirm_above < 0:
+        raise ValidationError(f"confirm_above must not be negative, got {confirm_above}")
+    if confirm_above is not None and not dry_run:
+        # The dry run counts whatever the purge deletes, every table of it.
+        counts = (
+            await purge_soft_deleted(session_factory, older_than=older_than, dry_run=True)
+        ).deleted
+        total = sum(counts.values())
+        if total > confirm_above:
+            per_table = ", ".join(f"{table}: {count:,}" for table, count in counts.items())
+            raise ConfirmationRequired(
+                f"purge would delete {total:,} rows ({per_table}), more than "
+                f"{confirm_above:,}; nothing was deleted"
+            )
     report = PurgeReport(cutoff=utcnow() - older_than, dry_run=dry_run)
     for model in PURGEABLE:
         expired = model.deleted_at < report.cutoff

@@ -4,6 +4,9 @@ The CLI (``tickvault db …``) is a thin shell over these; ``alembic`` from the 
 root runs the same environment. Each function takes a database URL (``None`` reads
 ``TICKVAULT_DATABASE_URL``) and raises ``TickvaultError`` subclasses with one-line messages.
 
+``downgrade`` asks first: one that would drop a table or column holding rows raises
+``ConfirmationRequired``, saying what with row counts, unless ``allow_data_loss=True``.
+
 ``upgrade`` and ``downgrade`` run their own event loop: call them from synchronous code
 (or a worker thread), not from inside a running loop.
 """
@@ -27,8 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tickvault.database.engine import create_engine
 from tickvault.database.url import display_url, to_async_url
-from tickvault.errors import DatabaseError, MigrationError, NotATickvaultDatabase
+from tickvault.errors import (
+    ConfirmationRequired,
+    DatabaseError,
+    MigrationError,
+    NotATickvaultDatabase,
+)
 from tickvault.migrations.online import ONLINE_INDEXES, build_concurrently
+from tickvault.services.downgrade_losses import SCRATCH_URL, count_rows, rehearse
 from tickvault.settings import get_settings
 
 SCRIPT_LOCATION = "tickvault:migrations"
@@ -87,14 +96,30 @@ def upgrade(url: str | URL | None = None, revision: str = "head") -> str | None:
     return current_revision(resolved)
 
 
-def downgrade(url: str | URL | None = None, revision: str = "-1") -> str | None:
-    """Migrate the database down to ``revision`` (an id, ``-1`` or ``base``)."""
+def downgrade(
+    url: str | URL | None = None, revision: str = "-1", *, allow_data_loss: bool = False
+) -> str | None:
+    """Migrate the database down to ``revision`` (an id, ``-1`` or ``base``).
+
+    First, unless ``allow_data_loss``: if the downgrade would drop a table that holds rows
+    or a column that holds values, raises ``ConfirmationRequired`` naming every table and
+    column it drops with their row counts, and changes nothing.
+    """
     resolved = _resolve(url)
     _require_existing_file(resolved)
     _check_revision(revision)
     current = asyncio.run(_inspect(resolved))
     if current is None:
         raise MigrationError(f"{display_url(resolved)} has no tickvault revision to downgrade")
+    if not allow_data_loss:
+        with _translated(resolved):
+            target, dropped = rehearse(alembic_config(SCRATCH_URL), current, revision)
+            losses = count_rows(resolved, dropped)
+        if any(loss.rows for loss in losses):
+            raise ConfirmationRequired(
+                f"downgrade from {current} to {target or 'base'} would drop "
+                f"{', '.join(map(str, losses))}; nothing was changed"
+            )
     with _translated(resolved):
         command.downgrade(alembic_config(resolved), revision)
     return current_revision(resolved)
