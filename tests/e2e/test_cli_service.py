@@ -168,6 +168,8 @@ def test_purge_dry_run_counts_then_purge_deletes_only_old_soft_deleted_rows(
 
     code, out, _ = tickvault(runner, head_url, "purge", "--older-than", "30d")
     assert "market_data: deleted 3" in out
+    assert "idempotency keys used before " in out
+    assert out.rstrip().endswith(": deleted 0")
     assert scalar(head_url, "SELECT count(*) FROM market_data") == 7
     assert scalar(head_url, "SELECT count(*) FROM market_data WHERE deleted_at IS NOT NULL") == 2
 

@@ -283,7 +283,14 @@ def purge(
         out = console()
         out.print(f"soft-deleted before {report.cutoff.isoformat(timespec='seconds')}:")
         for table, count in report.deleted.items():
-            out.print(f"  {table}: {verb} {count:,}")
+            if table != "write_receipts":
+                out.print(f"  {table}: {verb} {count:,}")
+        if report.keys_cutoff is not None:
+            keys = report.deleted.get("write_receipts", 0)
+            out.print(
+                f"idempotency keys used before {report.keys_cutoff.isoformat(timespec='seconds')}"
+                f": {verb} {keys:,}"
+            )
         if dry_run and sum(report.deleted.values()) > confirm_above:
             out.print(f"more than {confirm_above:,} rows: the purge will need --yes")
 
