@@ -1,5 +1,6 @@
 """The one place tickvault's errors become HTTP responses.
 
+400 means the body is not JSON at all; 422, per field, that it is JSON the API cannot take.
 503 with Retry-After means "nothing was done, try again": the database is unreachable,
 starting up, locked past the busy timeout, or the write queue is full. Any other database
 error is a 500 that says what the database said (and is logged with its traceback).
@@ -70,8 +71,17 @@ def _text(value: object) -> str | int:
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's per-field 422, without echoing the input: a client's NaN, infinity or lone
-    surrogate cannot be written back as JSON (the default handler then fails with a 500)."""
+    surrogate cannot be written back as JSON (the default handler then fails with a 500).
+    A body that is not JSON at all has no fields to name: 400, with where it stopped."""
     assert isinstance(exc, RequestValidationError)
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            where = error.get("loc", ())[-1]
+            what = _text(error.get("ctx", {}).get("error", "JSON decode error"))
+            return JSONResponse(
+                {"detail": f"the body is not valid JSON: {what} (at character {_text(where)})"},
+                status_code=status.HTTP_400_BAD_REQUEST,
+            )
     detail = [
         {
             "loc": [_text(part) for part in error.get("loc", ())],

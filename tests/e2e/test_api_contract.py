@@ -1,0 +1,43 @@
+"""The HTTP API keeps the promises of its OpenAPI description, on SQLite and PostgreSQL: the
+status codes it documents, the methods each path takes, and what a schema-valid request gets.
+"""
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.e2e.test_api import add_instrument, make_client
+
+
+@pytest.fixture
+def client(head_url: str) -> Iterator[TestClient]:
+    with make_client(head_url) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/instruments", '{"symbol": "MSFT", "name": '),
+        ("PATCH", "/instruments/1", "is_active=false"),
+        ("POST", "/market-data", '{"ticks": [{"symbol": "AAPL"},]}'),
+        ("POST", "/alert-rules", "\xff"),
+    ],
+)
+def test_a_body_that_is_not_json_is_the_documented_400(
+    client: TestClient, method: str, path: str, body: str
+) -> None:
+    add_instrument(client, "AAPL")
+    response = client.request(
+        method, path, content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert "not valid JSON" in response.json()["detail"]
+    template = path.replace("/1", "/{instrument_id}")
+    documented = client.get("/openapi.json").json()["paths"][template][method.lower()]
+    assert documented["responses"]["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Problem"
+    }
+    assert [i["symbol"] for i in client.get("/instruments").json()["items"]] == ["AAPL"]
+    assert client.get("/market-data/latest").json() == []
