@@ -41,3 +41,26 @@ def test_a_body_that_is_not_json_is_the_documented_400(
     }
     assert [i["symbol"] for i in client.get("/instruments").json()["items"]] == ["AAPL"]
     assert client.get("/market-data/latest").json() == []
+
+
+def _documented_methods(client: TestClient) -> dict[str, set[str]]:
+    """Each path of the OpenAPI description, as a client would write it, and its methods."""
+    paths = client.get("/openapi.json").json()["paths"]
+    return {
+        path.replace("{table}", "market_data").format_map({"instrument_id": 1, "tick_id": 1,
+            "rule_id": 1, "log_id": 1}): {method.upper() for method in operations}
+        for path, operations in paths.items()
+    }  # fmt: skip
+
+
+def test_every_path_answers_an_undeclared_method_with_405_and_all_its_methods(
+    client: TestClient,
+) -> None:
+    documented = _documented_methods(client)
+    assert documented["/market-data/latest"] == {"GET"}
+    assert documented["/instruments/1"] == {"GET", "PATCH", "DELETE"}
+    for path, methods in documented.items():
+        for method in {"OPTIONS", "PUT", "GET", "POST", "PATCH", "DELETE"} - methods:
+            response = client.request(method, path)
+            assert response.status_code == 405, (method, path, response.text)
+            assert set(response.headers["allow"].split(", ")) == methods, (method, path)

@@ -1,16 +1,20 @@
 """The one place tickvault's errors become HTTP responses.
 
 400 means the body is not JSON at all; 422, per field, that it is JSON the API cannot take.
-503 with Retry-After means "nothing was done, try again": the database is unreachable,
-starting up, locked past the busy timeout, or the write queue is full. Any other database
-error is a 500 that says what the database said (and is logged with its traceback).
+405 lists in Allow every method of the path, whichever route answered. 503 with Retry-After
+means "nothing was done, try again": the database is unreachable, starting up, locked past
+the busy timeout, or the write queue is full. Any other database error is a 500 that says
+what the database said (and is logged with its traceback).
 """
 
 import logging
 
 from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from tickvault.database.failures import DRIVER_ERRORS, Failure, kind_of, reason_of
 from tickvault.errors import (
@@ -109,9 +113,33 @@ async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this request's path. Starlette's own 405 names only
+    the methods of the first route whose path matched (so OPTIONS /instruments said POST)."""
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    response = await http_exception_handler(request, exc)
+    response.headers["Allow"] = ", ".join(allowed_methods(request))
+    return response
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(TickvaultError, _tickvault_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, _method_not_allowed)
     # Connection errors reach here as SQLAlchemy's, asyncpg's or the OS's own.
     for kind in DRIVER_ERRORS:
         app.add_exception_handler(kind, _driver_error)

@@ -180,20 +180,20 @@ async def deleted_ticks(
         return page_of(TickOut, page)
 
 
-@router.get("/{tick_id}", dependencies=READ, responses=NOT_FOUND)
+@router.get("/{tick_id:int}", dependencies=READ, responses=NOT_FOUND)
 async def get_tick(tick_id: TickIdPath, runtime: RuntimeDep) -> TickOut:
     async with runtime.transaction() as session:
         return TickOut.model_validate(await MarketDataRepository(session).get(tick_id))
 
 
-@router.delete("/{tick_id}", dependencies=WRITE, responses=NOT_FOUND)
+@router.delete("/{tick_id:int}", dependencies=WRITE, responses=NOT_FOUND)
 async def soft_delete_tick(tick_id: TickIdPath, runtime: RuntimeDep) -> TickOut:
     """Soft-delete a tick: hidden from every read until restored or purged."""
     async with runtime.transaction(write=True) as session:
         return TickOut.model_validate(await MarketDataRepository(session).soft_delete(tick_id))
 
 
-@router.post("/{tick_id}/restore", dependencies=WRITE, responses=NOT_FOUND)
+@router.post("/{tick_id:int}/restore", dependencies=WRITE, responses=NOT_FOUND)
 async def restore_tick(tick_id: TickIdPath, runtime: RuntimeDep) -> TickOut:
     async with runtime.transaction(write=True) as session:
         return TickOut.model_validate(await MarketDataRepository(session).restore(tick_id))
