@@ -2,7 +2,9 @@
 status codes it documents, the methods each path takes, and what a schema-valid request gets.
 """
 
+import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -64,3 +66,41 @@ def test_every_path_answers_an_undeclared_method_with_405_and_all_its_methods(
             response = client.request(method, path)
             assert response.status_code == 405, (method, path, response.text)
             assert set(response.headers["allow"].split(", ")) == methods, (method, path)
+
+
+def _openapi(client: TestClient) -> dict[str, Any]:
+    return dict(client.get("/openapi.json").json())
+
+
+def test_names_the_schema_allows_are_stored_and_those_it_forbids_are_refused(
+    client: TestClient,
+) -> None:
+    name = _openapi(client)["components"]["schemas"]["InstrumentCreate"]["properties"]["name"]
+    allowed = [" Apple ", "Société Générale", "\ufeff", "x" * name["maxLength"]]
+    forbidden = ["", "   ", "a\x00b", "tab\there", "bell\x07", "\x7f"]
+    assert all(re.search(name["pattern"], text) for text in allowed)
+    assert not any(re.search(name["pattern"], text) for text in forbidden)
+    for n, text in enumerate(allowed):
+        response = client.post("/instruments", json={"symbol": f"S{n}", "name": text})
+        assert response.status_code == 201, (text, response.text)
+        assert response.json()["name"] == text.strip()
+    for text in forbidden:
+        response = client.post("/instruments", json={"symbol": "BAD", "name": text})
+        assert response.status_code == 422, text
+        assert [e["loc"] for e in response.json()["detail"]] == [["body", "name"]]
+
+
+def test_numbers_are_json_numbers_and_integers_may_be_written_19_0(client: TestClient) -> None:
+    aapl = add_instrument(client, "AAPL")
+    rule = {"name": "r", "instrument_id": float(aapl), "condition": "price_above",
+            "threshold": 1.00004, "cooldown_seconds": 60.0}  # fmt: skip
+    created = client.post("/alert-rules", json=rule)
+    assert created.status_code == 201, created.text
+    assert (created.json()["instrument_id"], created.json()["threshold"]) == (aapl, 1.0)
+    changed = client.patch(f"/alert-rules/{created.json()['id']}", json={"threshold": -0.00006})
+    assert changed.json()["threshold"] == -0.0001
+    for field, value in [("threshold", "1"), ("threshold", True), ("instrument_id", 1.5),
+                         ("instrument_id", str(aapl)), ("cooldown_seconds", "60")]:  # fmt: skip
+        refused = client.post("/alert-rules", json={**rule, field: value})
+        assert refused.status_code == 422, (field, value)
+        assert [e["loc"] for e in refused.json()["detail"]] == [["body", field]]

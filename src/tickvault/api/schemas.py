@@ -2,9 +2,11 @@
 
 Every number goes out rounded to 4 decimals (``101.1234``, never ``101.12340000000001``);
 identifiers, text and timestamps are checked on the way in, so nothing a client sends can
-reach the database in a form it would refuse.
+reach the database in a form it would refuse. Each check is one the OpenAPI description
+states (a pattern, a bound), so a request that the schema allows is one the API takes.
 """
 
+import math
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,7 +20,9 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from tickvault.models.alert_logs import DELIVERY_STATUSES
@@ -46,22 +50,35 @@ def _round_number(value: float | Decimal | None) -> float | None:
 Number = Annotated[float, PlainSerializer(_round_number, return_type=float)]
 OptionalNumber = Annotated[float | None, PlainSerializer(_round_number, return_type=float | None)]
 
-InstrumentId = Annotated[int, Field(ge=1, le=2**31 - 1)]
-RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema counts 19.0 as an integer (a string or a boolean still is not one).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+InstrumentId = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_json_integer)]
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1), BeforeValidator(_json_integer)]
+
+
+# No control characters, and something besides spaces (which are stripped). Checked here
+# with Python's re, the dialect schemathesis and hypothesis generate from; the OpenAPI
+# pattern says the same to every other client.
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f\s][^\x00-\x1f\x7f]*$"
+_PLAIN_TEXT = re.compile(PLAIN_TEXT)
 
 
 def _plain_text(value: str) -> str:
-    # Control characters and lone surrogates: PostgreSQL refuses NUL, and a lone surrogate
-    # cannot be encoded as UTF-8 by either engine.
-    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
-        raise ValueError("must not contain control characters")
-    return value
+    # PostgreSQL refuses NUL; a lone surrogate cannot be encoded as UTF-8 by either engine.
+    if not _PLAIN_TEXT.match(value) or any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise ValueError("must hold a visible character and no control characters")
+    return value.strip()
 
 
 def _text(max_length: int) -> Any:
+    # The length is the text's as sent (before stripping), as the schema's maxLength reads it.
     return Annotated[
         str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
+        Field(min_length=1, max_length=max_length, json_schema_extra={"pattern": PLAIN_TEXT}),
         AfterValidator(_plain_text),
     ]
 
@@ -208,19 +225,35 @@ class BarOut(_Out):
 
 # -- alerts ------------------------------------------------------------------------------
 
+
+def _threshold(value: Any) -> Decimal:
+    # A JSON number, as the schema says (not a string); kept to 4 decimals, as the column
+    # NUMERIC(12,4) keeps it and as every number the API writes back is. Within the bounds,
+    # rounding never carries past 99,999,999.9999.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    try:
+        number = float(value)  # compared as a double, as a JSON Schema validator compares it
+    except OverflowError:  # an integer no double holds
+        number = math.inf
+    if not -float(PRICE_LIMIT) <= number <= float(PRICE_LIMIT):  # NaN compares false
+        raise ValueError(f"must be a number within ±{PRICE_LIMIT:,}")
+    return Decimal(repr(round(number, 4))).quantize(Decimal("0.0001"))
+
+
 Threshold = Annotated[
     Decimal,
-    # Not strict: a JSON number (100.5) is how a client writes a threshold.
-    Field(
-        max_digits=12,
-        decimal_places=4,
-        ge=-PRICE_LIMIT,
-        le=PRICE_LIMIT,
-        allow_inf_nan=False,
-        strict=False,
+    PlainValidator(_threshold),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "minimum": -float(PRICE_LIMIT),
+            "maximum": float(PRICE_LIMIT),
+            "description": "Kept to 4 decimals.",
+        }
     ),
 ]
-Cooldown = Annotated[int, Field(ge=0, le=366 * 86400)]
+Cooldown = Annotated[int, Field(ge=0, le=366 * 86400), BeforeValidator(_json_integer)]
 
 
 class AlertRuleCreate(_In):
