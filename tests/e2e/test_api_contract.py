@@ -4,12 +4,14 @@ status codes it documents, the methods each path takes, and what a schema-valid 
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.e2e.test_api import add_instrument, make_client
+from tests.e2e.test_api import T0, add_instrument, iso, make_client, post_ticks
+from tickvault.api.routes import market_data
 
 
 @pytest.fixture
@@ -104,3 +106,97 @@ def test_numbers_are_json_numbers_and_integers_may_be_written_19_0(client: TestC
         refused = client.post("/alert-rules", json={**rule, field: value})
         assert refused.status_code == 422, (field, value)
         assert [e["loc"] for e in refused.json()["detail"]] == [["body", field]]
+
+
+def _query_schema(client: TestClient, path: str, name: str) -> dict[str, Any]:
+    (parameter,) = [p for p in _openapi(client)["paths"][path]["get"]["parameters"]
+                    if p["name"] == name]  # fmt: skip
+    (text,) = [s for s in parameter["schema"]["anyOf"] if s["type"] == "string"]
+    return dict(text)
+
+
+def test_every_cursor_the_schema_allows_is_a_position(client: TestClient) -> None:
+    aapl = add_instrument(client, "AAPL")
+    post_ticks(client, [{"instrument_id": aapl, "timestamp": iso(T0 + timedelta(seconds=n)),
+                         "price": n} for n in range(3)])  # fmt: skip
+    window = {"instrument_id": aapl, "start": iso(T0), "end": iso(T0 + timedelta(hours=1))}
+    by_time = _query_schema(client, "/market-data/range", "cursor")["pattern"]
+    by_id = _query_schema(client, "/instruments", "cursor")["pattern"]
+
+    first = client.get("/market-data/range", params={**window, "limit": 1}).json()
+    assert re.search(by_time, first["next_cursor"])
+    for cursor, prices in [
+        (first["next_cursor"], [1.0, 2.0]),
+        ("0_0", [0.0, 1.0, 2.0]),  # 1970: before every tick
+        ("-62135596800000001_5", [0.0, 1.0, 2.0]),  # before the calendar's first instant
+        ("999999999999999999_0", []),  # past its last
+        ("253402300799999999_9999999999999999999", []),
+    ]:
+        assert re.search(by_time, cursor)
+        page = client.get("/market-data/range", params={**window, "cursor": cursor})
+        assert page.status_code == 200, (cursor, page.text)
+        assert [t["price"] for t in page.json()["items"]] == prices, cursor
+    for cursor, ids in [("0", [aapl]), ("0000", [aapl]), ("9999999999999999999", [])]:
+        assert re.search(by_id, cursor)
+        page = client.get("/instruments", params={"cursor": cursor}).json()
+        assert [i["id"] for i in page["items"]] == ids, cursor
+    for path in ["/alert-rules", "/alert-logs", "/market-data/deleted"]:  # int and bigint ids
+        page = client.get(path, params={"cursor": "9999999999999999999"})
+        assert page.json() == {"items": [], "next_cursor": None}, path
+    for cursor in ["abc", "-5", "2024-05-06T13:30:00Z|1"]:
+        assert not re.search(by_id, cursor)
+        assert not re.search(by_time, cursor)
+        assert client.get("/alert-logs", params={"cursor": cursor}).status_code == 422
+        bad = client.get("/market-data/range", params={**window, "cursor": cursor})
+        assert bad.status_code == 422
+
+
+def test_an_empty_or_backward_window_reads_nothing(client: TestClient) -> None:
+    aapl = add_instrument(client, "AAPL")
+    post_ticks(client, [{"instrument_id": aapl, "timestamp": iso(T0), "price": 1.0}])
+    for start, end in [(T0, T0), (T0 + timedelta(hours=1), T0)]:
+        window = {"instrument_id": aapl, "start": iso(start), "end": iso(end)}
+        page = client.get("/market-data/range", params=window)
+        assert page.status_code == 200, page.text
+        assert page.json() == {"items": [], "next_cursor": None}
+        bars = client.get("/market-data/ohlcv", params={**window, "interval": "1m"})
+        assert bars.status_code == 200, bars.text
+        assert bars.json() == []
+
+
+def test_times_at_the_ends_of_the_calendar_are_read_as_its_ends(client: TestClient) -> None:
+    aapl = add_instrument(client, "AAPL")
+    post_ticks(client, [{"instrument_id": aapl, "timestamp": iso(T0), "price": 1.0}])
+    # Both are valid RFC 3339 times; in UTC one is before year 1, the other after 9999.
+    window = {
+        "instrument_id": aapl,
+        "start": "0001-01-01T00:00:00+01:00",
+        "end": "9999-12-31T23:00:00-01:00",
+    }
+    page = client.get("/market-data/range", params=window)
+    assert page.status_code == 200, page.text
+    assert [t["price"] for t in page.json()["items"]] == [1.0]
+    bars = client.get("/market-data/ohlcv", params={**window, "interval": "1d"}).json()
+    assert [b["ticks"] for b in bars] == [1]
+    logs = client.get("/alert-logs", params={"start": window["start"], "end": window["end"]})
+    assert logs.status_code == 200, logs.text
+
+
+def test_ohlcv_past_its_bar_limit_links_to_the_rest(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(market_data, "MAX_BARS", 2)
+    aapl = add_instrument(client, "AAPL")
+    post_ticks(client, [{"instrument_id": aapl, "timestamp": iso(T0 + timedelta(minutes=n)),
+                         "price": 10.0 + n} for n in range(3)])  # fmt: skip
+    window = {"instrument_id": aapl, "interval": "1m", "start": iso(T0),
+              "end": iso(T0 + timedelta(hours=1))}  # fmt: skip
+    first = client.get("/market-data/ohlcv", params=window)
+    assert [b["open"] for b in first.json()] == [10.0, 11.0]
+    link = first.headers["link"]
+    assert link.endswith('>; rel="next"')
+    rest = client.get(link[1 : link.index(">")])
+    assert [b["open"] for b in rest.json()] == [12.0]
+    assert "link" not in rest.headers
+    documented = _openapi(client)["paths"]["/market-data/ohlcv"]["get"]["responses"]["200"]
+    assert "Link" in documented["headers"]

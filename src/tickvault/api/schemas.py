@@ -101,11 +101,18 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def _utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise ValueError("out of range once converted to UTC") from None
+        # 0001-01-01T00:00+01:00 is before the calendar's first instant in UTC (and the last
+        # day of 9999 behind UTC after its last): no stored time lies beyond, so the bound is
+        # the calendar's end.
+        return EARLIEST if value.year == 1 else LATEST
 
 
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_utc)]

@@ -118,14 +118,20 @@ class MarketDataRepository:
         return await fetch_page(self.session, query, limit, _by_time)
 
     async def ohlcv(
-        self, instrument_id: int, interval: str, start: datetime, end: datetime
+        self,
+        instrument_id: int,
+        interval: str,
+        start: datetime,
+        end: datetime,
+        *,
+        limit: int | None = None,
     ) -> list[Bar]:
-        """Bars of ``interval`` (1s, 1m, 5m, 15m, 1h, 1d, …) computed in SQL."""
+        """Bars of ``interval`` (1s, 1m, 5m, 15m, 1h, 1d, …) computed in SQL; the first
+        ``limit`` of them if given."""
         seconds = parse_interval(interval)
         dialect = (await self.session.connection()).dialect.name
-        result = await self.session.execute(
-            ohlcv_query(dialect, instrument_id, seconds, start, end)
-        )
+        query = ohlcv_query(dialect, instrument_id, seconds, start, end)
+        result = await self.session.execute(query if limit is None else query.limit(limit))
         return [Bar.from_row(row, seconds) for row in result.mappings()]
 
     async def soft_delete(self, tick_id: int) -> MarketData:

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 
 from tickvault.api.responses import COMMON, CONFLICT, NOT_FOUND, TOO_LARGE
-from tickvault.api.routes._paging import Cursor, Limit, id_cursor, page_of
+from tickvault.api.routes._paging import LAST_INT_ID, Cursor, Limit, id_cursor, page_of
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import (
     AlertLogOut,
@@ -55,7 +55,10 @@ async def list_rules(
 ) -> Page[AlertRuleOut]:
     async with runtime.transaction() as session:
         page = await AlertRuleRepository(session).find(
-            instrument_id=instrument_id, active=active, limit=limit, after_id=id_cursor(cursor)
+            instrument_id=instrument_id,
+            active=active,
+            limit=limit,
+            after_id=id_cursor(cursor, LAST_INT_ID),
         )
         return page_of(AlertRuleOut, page)
 

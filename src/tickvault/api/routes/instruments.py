@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from tickvault.api.responses import COMMON, CONFLICT, NOT_FOUND, TOO_LARGE
-from tickvault.api.routes._paging import Cursor, Limit, id_cursor, page_of
+from tickvault.api.routes._paging import LAST_INT_ID, Cursor, Limit, id_cursor, page_of
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import (
     InstrumentCreate,
@@ -43,7 +43,7 @@ async def list_instruments(
 ) -> Page[InstrumentOut]:
     async with runtime.transaction() as session:
         page = await InstrumentRepository(session).find(
-            active=active, limit=limit, after_id=id_cursor(cursor)
+            active=active, limit=limit, after_id=id_cursor(cursor, LAST_INT_ID)
         )
         return page_of(InstrumentOut, page)
 

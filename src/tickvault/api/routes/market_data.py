@@ -2,13 +2,19 @@
 
 import hashlib
 import io
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, UploadFile
 
 from tickvault.api.responses import COMMON, NOT_FOUND, TOO_LARGE
-from tickvault.api.routes._paging import Cursor, Limit, id_cursor, page_of, time_cursor
+from tickvault.api.routes._paging import (
+    Cursor,
+    Limit,
+    TimeCursor,
+    id_cursor,
+    page_of,
+    time_cursor,
+)
 from tickvault.api.runtime import RuntimeDep
 from tickvault.api.schemas import (
     BarOut,
@@ -23,7 +29,7 @@ from tickvault.api.schemas import (
 )
 from tickvault.api.security import READ, WRITE
 from tickvault.errors import ValidationError
-from tickvault.repositories.bars import parse_interval
+from tickvault.monitoring.metrics import iso_utc
 from tickvault.repositories.market_data import MarketDataRepository
 from tickvault.services.market_data import IdempotencyKey, LiveReport
 from tickvault.services.readers import read_csv_stream
@@ -34,6 +40,13 @@ InstrumentQuery = Annotated[InstrumentId, Query(description="Instrument id.")]
 Start = Annotated[UtcDatetime, Query(description="From (inclusive), ISO 8601 with a zone.")]
 End = Annotated[UtcDatetime, Query(description="To (exclusive), ISO 8601 with a zone.")]
 MAX_BARS = 100_000
+MORE_BARS = {
+    "Link": {
+        "description": f'When there are more than {MAX_BARS:,} bars: `<URL>; rel="next"`, the '
+        "same request from the end of the last bar sent.",
+        "schema": {"type": "string"},
+    }
+}
 IdempotencyHeader = Annotated[
     str | None,
     Header(
@@ -131,10 +144,13 @@ async def tick_range(
     start: Start,
     end: End,
     limit: Limit = 1000,
-    cursor: Cursor = None,
+    cursor: TimeCursor = None,
     include_deleted: bool = False,
 ) -> Page[TickOut]:
-    """An instrument's ticks in time order, `start <= timestamp < end`, a page at a time."""
+    """An instrument's ticks in time order, `start <= timestamp < end`, a page at a time
+    (none when `end` is not after `start`)."""
+    if end <= start:
+        return Page(items=[], next_cursor=None)
     async with runtime.transaction() as session:
         page = await MarketDataRepository(session).range(
             instrument_id,
@@ -147,22 +163,30 @@ async def tick_range(
         return page_of(TickOut, page)
 
 
-@router.get("/ohlcv", dependencies=READ)
+@router.get("/ohlcv", dependencies=READ, responses={200: {"headers": MORE_BARS}})
 async def ohlcv(
+    request: Request,
+    response: Response,
     runtime: RuntimeDep,
     instrument_id: InstrumentQuery,
     interval: Interval,
     start: Start,
     end: End,
 ) -> list[BarOut]:
-    """OHLCV bars (open, high, low, close, volume, VWAP, tick count), computed in SQL."""
+    """OHLCV bars (open, high, low, close, volume, VWAP, tick count), computed in SQL, for
+    the buckets that hold ticks (none when `end` is not after `start`). At most 100,000 per
+    answer: the `Link` header then gives the request for the rest."""
     if end <= start:
-        raise ValidationError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
-    if (end - start) / timedelta(seconds=parse_interval(interval)) > MAX_BARS:
-        raise ValidationError(f"at most {MAX_BARS} bars per request: narrow start..end")
+        return []
     async with runtime.transaction() as session:
-        bars = await MarketDataRepository(session).ohlcv(instrument_id, interval, start, end)
-        return [BarOut.model_validate(bar) for bar in bars]
+        bars = await MarketDataRepository(session).ohlcv(
+            instrument_id, interval, start, end, limit=MAX_BARS + 1
+        )
+    if len(bars) > MAX_BARS:
+        bars = bars[:MAX_BARS]
+        rest = request.url.include_query_params(start=iso_utc(bars[-1].end))
+        response.headers["Link"] = f'<{rest}>; rel="next"'
+    return [BarOut.model_validate(bar) for bar in bars]
 
 
 @router.get("/deleted", dependencies=READ)
