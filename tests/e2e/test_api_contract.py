@@ -200,3 +200,30 @@ def test_ohlcv_past_its_bar_limit_links_to_the_rest(
     assert "link" not in rest.headers
     documented = _openapi(client)["paths"]["/market-data/ohlcv"]["get"]["responses"]["200"]
     assert "Link" in documented["headers"]
+
+
+def test_a_csv_upload_is_taken_exactly_when_it_matches_the_schema_s_pattern(
+    client: TestClient,
+) -> None:
+    add_instrument(client, "AAPL")
+    body = _openapi(client)["components"]["schemas"]["Body_upload_csv_market_data_csv_post"]
+    pattern = body["properties"]["file"]["pattern"]
+    tick = "AAPL,2024-05-06T13:30:00Z,1\n"
+    taken = [
+        "timestamp,symbol,price\n",
+        f"symbol,timestamp,price\n{tick}",
+        f'\ufeff"symbol","timestamp","price"\r\n{tick}',
+        f'"a ""b""",symbol,x,timestamp,price\nq,{tick[:-1]},1\n',
+    ]
+    # The reader would take the last one; the API keeps to its schema.
+    refused = ["", "\n", "timestamp\n", "price,volume\n1,2\n", "false", '""timestamp,symbol\n']
+    for text in taken:
+        assert re.search(pattern, text), text
+        response = client.post("/market-data/csv", files={"file": ("t.csv", text.encode())})
+        assert response.status_code == 200, (text, response.text)
+    for text in refused:
+        assert not re.search(pattern, text), text
+        response = client.post("/market-data/csv", files={"file": ("t.csv", text.encode())})
+        assert response.status_code == 422, (text, response.text)
+    assert len(client.get("/market-data/range", params={"instrument_id": 1, "start": iso(T0),
+               "end": iso(T0 + timedelta(hours=1))}).json()["items"]) == 2  # fmt: skip

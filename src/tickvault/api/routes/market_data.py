@@ -4,7 +4,7 @@ import hashlib
 import io
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Header, Path, Query, Request, Response, UploadFile
 
 from tickvault.api.responses import COMMON, NOT_FOUND, TOO_LARGE
 from tickvault.api.routes._paging import (
@@ -28,6 +28,7 @@ from tickvault.api.schemas import (
     UtcDatetime,
 )
 from tickvault.api.security import READ, WRITE
+from tickvault.api.tick_csv import TICK_CSV, TICK_CSV_PATTERN, TICK_CSV_RULE
 from tickvault.errors import ValidationError
 from tickvault.monitoring.metrics import iso_utc
 from tickvault.repositories.market_data import MarketDataRepository
@@ -40,6 +41,14 @@ InstrumentQuery = Annotated[InstrumentId, Query(description="Instrument id.")]
 Start = Annotated[UtcDatetime, Query(description="From (inclusive), ISO 8601 with a zone.")]
 End = Annotated[UtcDatetime, Query(description="To (exclusive), ISO 8601 with a zone.")]
 MAX_BARS = 100_000
+CSV_PART = {"file": {"contentType": "text/csv"}}
+TickFile = Annotated[
+    UploadFile,
+    File(
+        description=f"UTF-8 CSV; {TICK_CSV_RULE}.",
+        json_schema_extra={"pattern": TICK_CSV_PATTERN},
+    ),
+]
 MORE_BARS = {
     "Link": {
         "description": f'When there are more than {MAX_BARS:,} bars: `<URL>; rel="next"`, the '
@@ -96,9 +105,14 @@ async def post_ticks(
     return _answer(report, response)
 
 
-@router.post("/csv", dependencies=WRITE, responses=TOO_LARGE)
+@router.post(
+    "/csv",
+    dependencies=WRITE,
+    responses=TOO_LARGE,
+    openapi_extra={"requestBody": {"content": {"multipart/form-data": {"encoding": CSV_PART}}}},
+)
 async def upload_csv(
-    file: UploadFile,
+    file: TickFile,
     runtime: RuntimeDep,
     request: Request,
     response: Response,
@@ -113,6 +127,8 @@ async def upload_csv(
     except UnicodeDecodeError as exc:
         raise ValidationError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     rows = list(read_csv_stream(io.StringIO(text, newline=""), name=name))
+    if not TICK_CSV.match(text):  # the schema's pattern: the reader takes odder quoting
+        raise ValidationError(f"{name}: {TICK_CSV_RULE}")
     # A file's other columns are ignored, as `tickvault ingest` does.
     report = await runtime.market_data.store(
         rows,
