@@ -22,6 +22,7 @@ import uvicorn
 from hypothesis import HealthCheck, settings
 
 from tests.conftest import ENGINES, postgres_admin_url
+from tests.e2e import fuzz_hooks
 from tickvault.api import create_app
 from tickvault.bench.data import throwaway
 from tickvault.database.engine import create_engine, create_session_factory
@@ -31,6 +32,7 @@ from tickvault.services.market_data import MarketDataService
 from tickvault.settings import Settings
 
 KEY = "fuzz-key"
+ROOT = Path(__file__).parents[2]
 
 
 def _free_port() -> int:
@@ -122,6 +124,7 @@ def test_sequences_of_calls_keep_to_the_schema(live_server: str, tmp_path: Path)
             "--no-color",
         ],
         cwd=tmp_path,  # nothing of the run is written into the repository
+        env={**os.environ, "SCHEMATHESIS_HOOKS": fuzz_hooks.__name__, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         check=False,
