@@ -227,3 +227,23 @@ def test_a_csv_upload_is_taken_exactly_when_it_matches_the_schema_s_pattern(
         assert response.status_code == 422, (text, response.text)
     assert len(client.get("/market-data/range", params={"instrument_id": 1, "start": iso(T0),
                "end": iso(T0 + timedelta(hours=1))}).json()["items"]) == 2  # fmt: skip
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_load_everything_from_the_service_itself(
+    client: TestClient, page: str
+) -> None:
+    html = client.get(page)
+    assert html.status_code == 200
+    assert html.headers["content-type"].startswith("text/html")
+    # Every URL the page loads: src, href, ReDoc's spec-url and Swagger UI's url: '...'.
+    urls = re.findall(r"""(?:src|href|spec-url)=["']([^"']+)["']|url:\s*'([^']+)'""", html.text)
+    loaded = {a or b for a, b in urls}
+    assert not re.search(r"(?i)\b(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html.text), html.text
+    assert "/openapi.json" in loaded
+    assert any(url.endswith(".js") for url in loaded), loaded
+    for url in loaded:
+        assert url.startswith("/"), url
+        assert client.get(url).status_code == 200, url
+    script = next(url for url in loaded if url.endswith(".js"))
+    assert client.post(script).headers["allow"] == "GET, HEAD"  # the files' own methods

@@ -6,8 +6,9 @@
     app = create_app("postgresql://…/db", simulate_rate=50)
     uvicorn.run(app)
 
-OpenAPI at /docs. The app opens its engine, starts its performance monitor (and the simulated
-feed, if asked) when it starts, and closes them when it stops.
+OpenAPI at /openapi.json, browsable at /docs and /redoc (no CDN needed). The app opens its
+engine, starts its performance monitor (and the simulated feed, if asked) when it starts,
+and closes them when it stops.
 """
 
 import asyncio
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from tickvault import __version__
 from tickvault.api import errors
@@ -75,12 +77,16 @@ def create_app(
             monitor.uninstrument()
             await engine.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the copies fastapi-offline ships, served
+    # here, not from a CDN: they work on a network without the internet. Swagger UI's
+    # validator badge would call validator.swagger.io; it is off.
+    app = FastAPIOffline(
         title="tickvault",
         version=__version__,
         summary="Market data and alert logs on SQLite and PostgreSQL.",
         lifespan=lifespan,
         max_body_size=int(settings.api_max_body_mb * 1024 * 1024),
+        swagger_ui_parameters={"validatorUrl": None},
     )
     errors.install(app)
     for router in (

@@ -131,8 +131,10 @@ def allowed_methods(request: Request) -> list[str]:
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    response = await http_exception_handler(request, exc)
-    response.headers["Allow"] = ", ".join(allowed_methods(request))
+    response = await http_exception_handler(request, exc)  # with the raiser's own Allow
+    # A mounted app (the docs' static files) answers its own 405: no route here matches.
+    if methods := allowed_methods(request):
+        response.headers["Allow"] = ", ".join(methods)
     return response
 
 
