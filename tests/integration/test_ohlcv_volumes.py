@@ -35,3 +35,22 @@ async def test_volumes_past_64_bits_sum_exactly(session_factory: Sessions) -> No
         (0, None, 1),
     ]
     assert bars[0].volume == 3 * MAX_VOLUME
+
+
+async def test_the_calendars_last_bar_ends_at_its_last_instant(session_factory: Sessions) -> None:
+    last_day = datetime(9999, 12, 31, tzinfo=UTC)
+    async with session_factory.begin() as session:
+        session.add(Instrument(id=1, symbol="AAPL", name="Apple"))
+        await session.flush()
+        session.add(
+            MarketData(instrument_id=1, timestamp=last_day + timedelta(hours=23), price=3.0)
+        )
+
+    async with session_factory() as session:
+        bars = await MarketDataRepository(session).ohlcv(
+            1, "1d", last_day, datetime.max.replace(tzinfo=UTC)
+        )
+
+    assert [(bar.start, bar.end, bar.close) for bar in bars] == [
+        (last_day, datetime.max.replace(tzinfo=UTC), 3.0)
+    ]

@@ -39,6 +39,18 @@ def parse_interval(interval: str) -> int:
     return seconds
 
 
+_LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
+
+
+def _instant(seconds: int) -> datetime:
+    """``seconds`` after the epoch, in UTC; the calendar's last instant past its end (the
+    bar of 9999-12-31 ends there)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        return _LAST_INSTANT
+
+
 @dataclass(frozen=True)
 class Bar:
     start: datetime
@@ -62,7 +74,7 @@ class Bar:
         turnover = row["turnover"]
         return cls(
             start=start,
-            end=datetime.fromtimestamp(int(row["bucket"]) + seconds, UTC),
+            end=_instant(int(row["bucket"]) + seconds),
             open=float(row["open"]),
             high=float(row["high"]),
             low=float(row["low"]),
