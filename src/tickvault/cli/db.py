@@ -13,13 +13,17 @@ db_app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
 @db_app.command("upgrade")
 @friendly_errors
 def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[
+        str, typer.Argument(help="Target revision; with --sql also a range FROM:TO.")
+    ] = "head",
     database_url: DatabaseUrl = None,
     sql: Annotated[
         bool, typer.Option("--sql", help="Print the SQL instead of running it (offline).")
     ] = False,
 ) -> None:
-    """Migrate the database up to REVISION (default: head)."""
+    """Migrate the database up to REVISION (default: head); with --sql (PostgreSQL), print
+    the SQL without connecting, from the base or, for a range FROM:TO, from FROM
+    (`--sql f79e2702f75c:a7c3e9d15b42`: that one revision)."""
     if sql:
         typer.echo(schema.upgrade_sql(database_url, revision), nl=False)
         return
