@@ -7,9 +7,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, make_url
 from typer.testing import CliRunner
 
 from tests.conftest import postgres_admin_url
@@ -19,8 +21,9 @@ from tests.integration.migration_data import (
     make_rows,
     normalized,
     read_rows,
+    run_on,
 )
-from tests.integration.test_migration_round_trip import assert_schema_at
+from tests.integration.test_migration_round_trip import assert_schema_at, describe_schema
 from tickvault.bench.data import throwaway
 from tickvault.cli import app
 from tickvault.services import schema
@@ -98,3 +101,91 @@ def test_the_chain_revision_by_revision_through_psql(postgres_url: str) -> None:
         assert count_rows(postgres_url) == counts, revisions
         assert read_rows(postgres_url, "market_data") == expected["market_data"], revisions
         assert read_rows(postgres_url, "alert_logs") == expected["alert_logs"], revisions
+
+
+OUT_OF_RANGE = [
+    # price: 1e8 (too large once rounded), NaN; bid: +inf; ask: -inf
+    {"price": 1e8},
+    {"price": float("nan"), "bid": float("inf"), "ask": float("-inf")},
+    {"price": 99999999.99994, "bid": 1.23456},  # both fit
+]
+
+
+def _seed(connection: Connection) -> None:
+    connection.execute(sa.text("INSERT INTO instruments (id, symbol, name) VALUES (1, 'A', 'A')"))
+    connection.execute(
+        sa.text(
+            "INSERT INTO alert_rules (id, name, instrument_id, condition, threshold) "
+            "VALUES (1, 'r', 1, 'price_above', 1)"
+        )
+    )
+    for values in OUT_OF_RANGE:
+        row = {"price": None, "bid": None, "ask": None, **values}
+        connection.execute(
+            sa.text(
+                "INSERT INTO market_data (instrument_id, timestamp, price, bid, ask) "
+                "VALUES (1, now(), :price, :bid, :ask)"
+            ),
+            row,
+        )
+    connection.execute(
+        sa.text(
+            "INSERT INTO alert_logs (rule_id, instrument_id, timestamp, trigger_value, "
+            "threshold_value, fired_status) VALUES (1, 1, now(), 2.5, 1e12, 'fired')"
+        )
+    )
+
+
+def _prices(connection: Connection) -> list[tuple[Any, ...]]:
+    return [
+        tuple(row)
+        for row in connection.execute(
+            sa.text("SELECT price::text, bid::text, ask::text FROM market_data ORDER BY id")
+        )
+    ]
+
+
+REFUSAL = (
+    "ERROR:  cannot convert FLOAT back to DECIMAL(12,4): values that are not finite or whose "
+    "magnitude reaches 1e8 in market_data.price: 2 rows; market_data.bid: 1 rows; "
+    "market_data.ask: 1 rows; alert_logs.threshold_value: 1 rows. Nothing was changed; fix "
+    "or remove those rows first."
+)
+
+
+def test_the_offline_decimal_downgrade_stops_on_a_value_that_does_not_fit(
+    postgres_url: str,
+) -> None:
+    schema.upgrade(postgres_url, HEAD)
+    run_on(postgres_url, _seed)
+    before = (describe_schema(postgres_url), run_on(postgres_url, _prices))
+    # From head down past 4a24cf1de90a: three steps run before the check, in one transaction.
+    sql = schema.downgrade_sql(postgres_url, f"{HEAD}:{INDEXES}")
+
+    stopped = psql(postgres_url, sql)
+    assert stopped.returncode == 3  # psql's "a script stopped on an error"
+    assert REFUSAL in stopped.stderr
+    assert schema.current_revision(postgres_url) == HEAD
+    assert (describe_schema(postgres_url), run_on(postgres_url, _prices)) == before
+
+    # psql's default goes on after the error, but the transaction is aborted: every later
+    # statement is refused and COMMIT rolls back.
+    carried_on = psql(postgres_url, sql, stop_on_error=False)
+    assert REFUSAL in carried_on.stderr
+    assert "current transaction is aborted" in carried_on.stderr
+    assert schema.current_revision(postgres_url) == HEAD
+    assert (describe_schema(postgres_url), run_on(postgres_url, _prices)) == before
+
+    # Without the values that do not fit, the same script goes through.
+    run_on(
+        postgres_url,
+        lambda c: c.execute(
+            sa.text("DELETE FROM market_data WHERE NOT (price < 1e8 AND bid < 1e8 AND ask > -1e8)")
+        ),
+    )
+    run_on(postgres_url, lambda c: c.execute(sa.text("DELETE FROM alert_logs")))
+    went = psql(postgres_url, sql)
+    assert went.returncode == 0, went.stderr
+    assert schema.current_revision(postgres_url) == INDEXES
+    assert_schema_at(postgres_url, INDEXES)
+    assert run_on(postgres_url, _prices) == [("99999999.9999", "1.2346", None)]

@@ -101,3 +101,15 @@ def test_a_range_that_cannot_work_is_refused_with_the_reason(
     with pytest.raises(MigrationError, match=message):
         call()
 
+
+def test_the_offline_decimal_downgrade_checks_every_value_before_converting() -> None:
+    sql = schema.downgrade_sql(NO_SERVER, "4a24cf1de90a:df856072bded")
+
+    check = sql.index("DO $check$")
+    assert check < sql.index("ALTER TABLE market_data ALTER COLUMN price TYPE NUMERIC(12, 4)")
+    assert "RAISE EXCEPTION" in sql[check:]
+    # The same words as the online refusal; the counts are filled in by the database.
+    assert "'cannot convert FLOAT back to DECIMAL(12,4): values that are not finite" in sql
+    assert "FROM market_data;" in sql
+    assert "FROM alert_logs;" in sql
+    assert "'alert_logs.threshold_value: '" in sql
