@@ -1,6 +1,6 @@
 """Offline SQL as an operator uses it on PostgreSQL: printed revision by revision
-(`tickvault db upgrade --sql FROM:TO`, `alembic downgrade FROM:TO --sql`), read, and run
-with psql; and the DECIMAL(12,4) downgrade's check, which stops the script.
+(`tickvault db upgrade|downgrade --sql FROM:TO`, or `alembic … --sql` from the repository
+root), read, and run with psql; and the DECIMAL(12,4) downgrade's check, which stops it.
 """
 
 import subprocess
@@ -52,16 +52,17 @@ def psql(url: str, sql: str, *, stop_on_error: bool = True) -> subprocess.Comple
     )
 
 
-def upgrade_sql_from_the_cli(url: str, revisions: str) -> str:
-    result = CliRunner().invoke(app, ["db", "upgrade", "--sql", revisions, "--database-url", url])
+def sql_from_the_cli(url: str, direction: str, revisions: str) -> str:
+    """`tickvault db upgrade|downgrade --sql FROM:TO`."""
+    result = CliRunner().invoke(app, ["db", direction, "--sql", revisions, "--database-url", url])
     assert result.exit_code == 0, result.stderr
     return result.stdout
 
 
-def downgrade_sql_from_alembic(url: str, revisions: str) -> str:
-    """`alembic -x url=… downgrade FROM:TO --sql` from the repository root."""
+def sql_from_alembic(url: str, direction: str, revisions: str) -> str:
+    """`alembic -x url=… upgrade|downgrade FROM:TO --sql` from the repository root."""
     result = subprocess.run(
-        [sys.executable, "-m", "alembic", "-x", f"url={url}", "downgrade", revisions, "--sql"],
+        [sys.executable, "-m", "alembic", "-x", f"url={url}", direction, revisions, "--sql"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -86,11 +87,10 @@ def test_the_chain_revision_by_revision_through_psql(postgres_url: str) -> None:
     ]  # fmt: skip
 
     for direction, revisions, revision in steps:
-        if direction == "upgrade":
-            sql = upgrade_sql_from_the_cli(postgres_url, revisions)
-        else:
-            sql = downgrade_sql_from_alembic(postgres_url, revisions)
+        sql = sql_from_the_cli(postgres_url, direction, revisions)
         assert sql.count(f"-- Running {direction}") == 1, revisions
+        # Plain Alembic from the repository root prints the same script.
+        assert sql_from_alembic(postgres_url, direction, revisions) == sql, revisions
         ran = psql(postgres_url, sql)
         assert ran.returncode == 0, (revisions, ran.stderr)
 
