@@ -7,6 +7,7 @@ sort step for their ordering); purge and "list deleted" walk the partial deleted
 SQLite plans without statistics (as a user's database does); PostgreSQL after ANALYZE.
 """
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -14,8 +15,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, insert, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tickvault.api import create_app
 from tickvault.database.engine import create_session_factory
 from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
 from tickvault.repositories.alert_logs import AlertLogRepository
@@ -201,3 +204,56 @@ async def test_purge_and_list_deleted_use_the_partial_index(
     for plan in delete_plans:
         assert uses(plan, index), plan
         assert not full_scans(plan, table), plan
+
+
+def whole_sorts(plan: str) -> list[str]:
+    """Plan lines that sort every row read, not only rows that share the index's leading
+    key (SQLite's "RIGHT PART OF ORDER BY", PostgreSQL's Incremental Sort)."""
+    pattern = r"USE TEMP B-TREE FOR (ORDER BY|GROUP BY|DISTINCT)|^\s*(->\s+)?Sort\s+\("
+    return [line for line in plan.splitlines() if re.search(pattern, line)]
+
+
+async def test_the_demos_start_up_reads_are_index_probes(filled: AsyncEngine) -> None:
+    """`make run`'s service from its start to its first committed batch of the simulated feed:
+    every read it sends to market_data or alert_logs (the feed's starting prices, the alert
+    rules' state and previous ticks) walks an index, without a full scan; market_data's walk
+    ix_market_data_instrument_timestamp without sorting the rows they read. Before
+    a7c3e9d15b42 the previous tick sorted every tick of the instrument on SQLite (151 ms at
+    300,000 ticks): the slow query logged at each start. (alert_logs' "last status" orders by
+    timestamp and id, which no index gives whole: a rule's rows that share a timestamp are
+    sorted, or all of them when the statistics expect a handful.)"""
+    url = filled.url.render_as_string(hide_password=False)
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if re.search(r"\b(market_data|alert_logs)\b", statement) and not re.match(
+            r"\s*(INSERT|SELECT nextval)", statement
+        ):
+            sent.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", capture)
+    try:
+        app = create_app(url, simulate_rate=50)
+        async with app.router.lifespan_context(app):
+            feed = app.state.runtime.feed
+            for _ in range(1200):
+                if feed.stats.batches:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        event.remove(Engine, "before_cursor_execute", capture)
+    assert feed.stats.batches, feed.stats
+
+    explain = "EXPLAIN QUERY PLAN " if filled.dialect.name == "sqlite" else "EXPLAIN "
+    tables = set()
+    async with filled.connect() as connection:
+        for statement, parameters in dict.fromkeys(sent):
+            rows = (await connection.exec_driver_sql(explain + statement, parameters)).all()
+            plan = "\n".join(str(row[-1]) for row in rows)
+            assert not full_scans(plan, "market_data"), (statement, plan)
+            assert not full_scans(plan, "alert_logs"), (statement, plan)
+            if "market_data" in statement:
+                assert uses(plan, NEW_INDEX), (statement, plan)
+                assert not whole_sorts(plan), (statement, plan)
+            tables |= set(re.findall(r"\b(market_data|alert_logs)\b", statement))
+    assert tables == {"market_data", "alert_logs"}

@@ -13,13 +13,17 @@ db_app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
 @db_app.command("upgrade")
 @friendly_errors
 def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[
+        str, typer.Argument(help="Target revision; with --sql also a range FROM:TO.")
+    ] = "head",
     database_url: DatabaseUrl = None,
     sql: Annotated[
         bool, typer.Option("--sql", help="Print the SQL instead of running it (offline).")
     ] = False,
 ) -> None:
-    """Migrate the database up to REVISION (default: head)."""
+    """Migrate the database up to REVISION (default: head); with --sql (PostgreSQL), print
+    the SQL without connecting, from the base or, for a range FROM:TO, from FROM
+    (`--sql f79e2702f75c:a7c3e9d15b42`: that one revision)."""
     if sql:
         typer.echo(schema.upgrade_sql(database_url, revision), nl=False)
         return
@@ -43,14 +47,23 @@ def db_build_indexes(database_url: DatabaseUrl = None) -> None:
 @db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 @friendly_errors
 def db_downgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision: an id, -1, or base.")],
+    revision: Annotated[
+        str, typer.Argument(help="Target revision: an id, -1, or base; with --sql FROM:TO.")
+    ],
     database_url: DatabaseUrl = None,
     yes: Annotated[
         bool, typer.Option("--yes", help="Go ahead even if it drops tables or columns with rows.")
     ] = False,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL instead of running it (offline).")
+    ] = False,
 ) -> None:
     """Migrate the database down to REVISION; one that would drop tables or columns holding
-    rows says which, with their row counts, and changes nothing unless given --yes."""
+    rows says which, with their row counts, and changes nothing unless given --yes. With
+    --sql (PostgreSQL), print the SQL of a range FROM:TO without connecting."""
+    if sql:
+        typer.echo(schema.downgrade_sql(database_url, revision), nl=False)
+        return
     now = schema.downgrade(database_url, revision, allow_data_loss=yes)
     typer.echo(f"database at revision {now or 'base (empty)'}")
 

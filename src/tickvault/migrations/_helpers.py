@@ -59,9 +59,13 @@ def require_decimal_12_4(columns: dict[str, list[str]]) -> None:
     """Refuse, before any change, if a value cannot be stored as NUMERIC(12,4).
 
     Counts the rows per table and column that are not finite or whose magnitude, rounded
-    to 4 decimals, reaches 1e8, and raises ``MigrationError`` naming them all.
+    to 4 decimals, reaches 1e8, and raises ``MigrationError`` naming them all. Offline
+    (``--sql``, PostgreSQL) the same check is a statement of the script that raises an
+    exception with the same message, which stops the script and rolls its transaction back.
     """
     if is_offline():
+        if op.get_context().dialect.name == "postgresql":
+            op.execute(decimal_12_4_check_sql(columns))
         return
     bind = op.get_bind()
     problems = []
@@ -77,11 +81,46 @@ def require_decimal_12_4(columns: dict[str, list[str]]) -> None:
             if count:
                 problems.append(f"{table}.{name}: {count} rows")
     if problems:
-        raise MigrationError(
-            "cannot convert FLOAT back to DECIMAL(12,4): values that are not finite or "
-            f"whose magnitude reaches 1e8 in {'; '.join(problems)}. Nothing was changed; "
-            "fix or remove those rows first."
+        raise MigrationError(_decimal_refusal("; ".join(problems)))
+
+
+def _decimal_refusal(problems: str) -> str:
+    return (
+        "cannot convert FLOAT back to DECIMAL(12,4): values that are not finite or "
+        f"whose magnitude reaches 1e8 in {problems}. Nothing was changed; "
+        "fix or remove those rows first."
+    )
+
+
+def decimal_12_4_check_sql(columns: dict[str, list[str]]) -> str:
+    """PostgreSQL: a DO block that raises ``_decimal_refusal`` when a value does not fit.
+
+    One scan per table (a filtered count per column). NULL is skipped, NaN counts (it sorts
+    above every number on PostgreSQL), as do the infinities.
+    """
+    before, after = (part.replace("'", "''") for part in _decimal_refusal("\0").split("\0"))
+    limit = repr(DECIMAL_12_4_LIMIT)
+    lines = ["DO $check$", "DECLARE", "    found bigint[];", "    problems text[] := '{}';"]
+    lines.append("BEGIN")
+    for table, names in columns.items():
+        counts = ", ".join(
+            f"count(*) FILTER (WHERE NOT ({c} > -{limit} AND {c} < {limit}))" for c in names
         )
+        lines.append(f"    SELECT ARRAY[{counts}] INTO found FROM {table};")
+        for i, name in enumerate(names, start=1):
+            lines.append(
+                f"    IF found[{i}] > 0 THEN problems := problems || "
+                f"('{table}.{name}: ' || found[{i}] || ' rows'); END IF;"
+            )
+    lines += [
+        "    IF cardinality(problems) > 0 THEN",
+        f"        RAISE EXCEPTION '%', '{before}' || array_to_string(problems, '; ') || '{after}'",
+        "            USING ERRCODE = 'data_exception';",
+        "    END IF;",
+        "END",
+        "$check$",
+    ]
+    return "\n".join(lines)
 
 
 def count_soft_deleted(table: str) -> int:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tickvault.errors import UnknownTableError
 from tickvault.monitoring.index_usage import SqlitePlan, read_pg_stats
+from tickvault.settings import get_settings
 
 PG_SIZES = sa.text(
     "SELECT pg_relation_size(c.oid) AS table_bytes, pg_indexes_size(c.oid) AS index_bytes, "
@@ -22,7 +23,13 @@ PG_SIZES = sa.text(
 )
 SQLITE_SIZES = sa.text("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")
 SEQ_SCAN_WARNING_SHARE = 0.5
+# Advice about scans, unused indexes and INSERT latency needs a table this large: below it a
+# full scan is cheap, and one slow write (a new connection's first, a checkpoint) is noise.
 LARGE_TABLE_ROWS = 10_000
+# INSERT latency is "uneven" when, over at least this many inserts, the p99 is both this many
+# times the p50 and a slow query in itself (the slow-query threshold).
+UNEVEN_INSERT_MIN_COUNT = 1_000
+UNEVEN_INSERT_RATIO = 10
 
 
 def _index_columns(connection: sa.Connection, table: str) -> dict[str, list[str]]:
@@ -40,9 +47,10 @@ async def analyze_table(
     latencies: dict[str, dict[str, float | int]],
     plans: Iterable[SqlitePlan],
     executions: tuple[int, int] = (0, 0),
+    slow_query_ms: float | None = None,
 ) -> dict[str, Any]:
     """The analysis of ``table``; ``executions`` = (index searches, full scans) tracked on it
-    (SQLite's only source for the scan share)."""
+    (SQLite's only source for the scan share); ``slow_query_ms``: see ``recommend``."""
     names = await connection.run_sync(lambda c: sa.inspect(c).get_table_names())
     if table not in names:
         raise UnknownTableError(
@@ -97,7 +105,7 @@ async def analyze_table(
         )
     report["indexes"] = indexes
     report["latencies"] = latencies
-    report["recommendations"] = recommend(report)
+    report["recommendations"] = recommend(report, slow_query_ms=slow_query_ms)
     return report
 
 
@@ -126,8 +134,14 @@ async def _sqlite_sizes(
     }
 
 
-def recommend(report: dict[str, Any]) -> list[str]:
-    """Plain-language advice from the figures of one table."""
+def recommend(report: dict[str, Any], *, slow_query_ms: float | None = None) -> list[str]:
+    """Plain-language advice from the figures of one table.
+
+    ``slow_query_ms``: the slow-query threshold (default: the settings'); an INSERT p99 under
+    it is not worth chasing, however far from the median.
+    """
+    if slow_query_ms is None:
+        slow_query_ms = get_settings().slow_query_threshold_ms
     advice = []
     rows = report.get("rows", report.get("rows_estimate", 0)) or 0
     for name, index in sorted(report["indexes"].items()):
@@ -150,10 +164,17 @@ def recommend(report: dict[str, Any]) -> list[str]:
             f"({rows:,} rows): look for a filter on a column no index leads with."
         )
     insert = report["latencies"].get("INSERT")
-    if insert and insert["p99_ms"] > 10 * max(insert["p50_ms"], 0.001):
+    if (
+        insert
+        and rows >= LARGE_TABLE_ROWS
+        and insert["count"] >= UNEVEN_INSERT_MIN_COUNT
+        and insert["p99_ms"] >= slow_query_ms
+        and insert["p99_ms"] > UNEVEN_INSERT_RATIO * max(insert["p50_ms"], 0.001)
+    ):
         advice.append(
-            f"INSERT latency is uneven (p99 {insert['p99_ms']} ms vs p50 {insert['p50_ms']} ms): "
-            "look for lock waits or checkpoints, and batch single-row writes."
+            f"INSERT latency is uneven (p99 {insert['p99_ms']} ms vs p50 {insert['p50_ms']} ms "
+            f"over {insert['count']:,} inserts): look for lock waits or checkpoints, and batch "
+            "single-row writes."
         )
     if not advice:
         advice.append(f"Nothing to change on {report['table']} from the figures so far.")

@@ -334,6 +334,7 @@ class DatabasePerformanceMonitor:
                 latencies=latencies,
                 plans=self._plans.known(),
                 executions=executions,
+                slow_query_ms=self.slow_query_threshold_ms,
             )
             await connection.rollback()
         return analysis

@@ -89,6 +89,11 @@ def history() -> list[Revision]:
 def upgrade(url: str | URL | None = None, revision: str = "head") -> str | None:
     """Migrate the database up to ``revision``; returns the revision it is now at."""
     resolved = _resolve(url)
+    if ":" in revision:
+        raise MigrationError(
+            f"a range ({revision}) is for offline SQL (--sql): online, an upgrade starts "
+            "from the database's own revision; give the target alone"
+        )
     _check_revision(revision)
     asyncio.run(_inspect(resolved))
     with _translated(resolved):
@@ -126,19 +131,61 @@ def downgrade(
 
 
 def upgrade_sql(url: str | URL | None, revision: str = "head", *, start: str | None = None) -> str:
-    """The DDL of an upgrade, as SQL text, without connecting (Alembic's offline mode)."""
+    """The DDL of an upgrade, as SQL text, without connecting (Alembic's offline mode).
+
+    Offline, the database is not read, so the SQL starts from the base unless told where
+    the database is: ``start``, or a range as ``revision`` (Alembic's ``FROM:TO``), e.g.
+    ``upgrade_sql(url, "f79e2702f75c:a7c3e9d15b42")`` for that one revision's DDL.
+    """
+    if ":" in revision:
+        if start is not None:
+            raise MigrationError(f"give the start once: start={start!r} and {revision!r}")
+        start, revision = revision.split(":", 1)
+    if start is not None:
+        _check_revision(start)
+    _check_revision(revision)
+    return _offline_sql(url, "upgrade", f"{start}:{revision}" if start else revision)
+
+
+def downgrade_sql(url: str | URL | None, revisions: str) -> str:
+    """The SQL of a downgrade ``FROM:TO`` (Alembic's offline range), without connecting.
+
+    Offline, the database is not read, so it says where it starts: ``FROM`` (an id or
+    ``head``). What a downgrade checks online it checks in the SQL: the DECIMAL(12,4)
+    downgrade of ``4a24cf1de90a`` stops the script (RAISE EXCEPTION, the transaction rolled
+    back) when a value does not fit.
+    """
+    start, sep, target = revisions.partition(":")
+    if not sep:
+        raise MigrationError(
+            f"an offline downgrade needs FROM:TO (got {revisions!r}): the SQL cannot read "
+            "the database's revision, e.g. c2f8d4b6e913:a7c3e9d15b42"
+        )
+    _check_revision(start)
+    _check_revision(target)
+    return _offline_sql(url, "downgrade", revisions)
+
+
+def _offline_sql(url: str | URL | None, direction: str, target: str) -> str:
     resolved = _resolve(url)
     if resolved.get_backend_name() == "sqlite":
         raise MigrationError(
             "offline SQL (--sql) is for PostgreSQL: SQLite migrations recreate tables "
             "and need the live database; run `tickvault db upgrade` against it instead"
         )
-    _check_revision(revision)
     buffer = io.StringIO()
-    target = f"{start}:{revision}" if start else revision
+    run = command.upgrade if direction == "upgrade" else command.downgrade
     with _translated(resolved):
-        command.upgrade(alembic_config(resolved, sql_output=buffer), target, sql=True)
-    return buffer.getvalue()
+        run(alembic_config(resolved, sql_output=buffer), target, sql=True)
+    sql = buffer.getvalue()
+    # Alembic writes an empty script for a range that runs the other way.
+    if f"-- Running {direction} " not in sql:
+        order = "older to newer" if direction == "upgrade" else "newer to older"
+        raise MigrationError(
+            f"{target} runs no revision: an {direction} range goes from {order} "
+            "(see `tickvault db history`)"
+        )
+    return sql
 
 
 @dataclass(frozen=True)
