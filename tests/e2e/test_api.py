@@ -361,6 +361,7 @@ def test_performance_metrics_table_analysis_prometheus_and_health(client: TestCl
     (kind,) = {"INSERT", "COPY"} & set(writes)
     assert writes[kind]["rows"] == 5
     assert metrics["connection_pool"]["size"] >= 1
+    assert metrics["connection_pool"]["overflow"] == 0  # a few connections open, none beyond
     numbers = [v for v in _leaves(metrics) if isinstance(v, float)]
     assert numbers
     assert all(round(v, 4) == v for v in numbers)
@@ -375,6 +376,7 @@ def test_performance_metrics_table_analysis_prometheus_and_health(client: TestCl
     prometheus = client.get("/metrics")
     assert prometheus.headers["content-type"].startswith("text/plain")
     assert f'tickvault_queries_total{{table="market_data",type="{kind}"}}' in prometheus.text
+    assert "\ntickvault_pool_overflow 0.0\n" in prometheus.text
     assert isinstance(client.get("/performance/slow-queries").json(), list)
 
     assert client.get("/health").json() == {

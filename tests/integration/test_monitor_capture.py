@@ -2,10 +2,12 @@
 index usage, pool figures and table analysis."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -13,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.errors import UnknownTableError
 from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
+from tickvault.monitoring.prometheus import render
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 
 T0 = datetime(2024, 7, 1, tzinfo=UTC)
@@ -198,6 +201,41 @@ async def test_pool_figures_under_concurrent_sessions(head_url: str) -> None:
     assert idle["checked_out"] == 0
     assert idle["checkouts"] >= 5
     assert idle["connects"] >= 4
+
+
+def _overflow_gauge(monitor: DatabasePerformanceMonitor) -> float:
+    families = text_string_to_metric_families(render(monitor).decode())
+    (family,) = (f for f in families if f.name == "tickvault_pool_overflow")
+    return float(family.samples[0].value)
+
+
+async def test_pool_overflow_counts_connections_beyond_the_pool_size_never_below_zero(
+    head_url: str,
+) -> None:
+    # QueuePool's own overflow() starts at -pool_size: the figure the API and Prometheus
+    # report must be what their HELP says, connections open beyond the pool size.
+    engine = create_engine(head_url, pool_size=2, max_overflow=3)
+    monitor = DatabasePerformanceMonitor(engine)
+
+    def look() -> tuple[int, int, float]:
+        status = monitor.pool_status()
+        return status["overflow"], status["checked_out"], _overflow_gauge(monitor)
+
+    try:
+        seen = [look()]
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(4):
+                connection = await held.enter_async_context(engine.connect())
+                await connection.execute(text("SELECT 1"))
+                seen.append(look())
+        seen.append(look())
+    finally:
+        monitor.uninstrument()
+        await engine.dispose()
+
+    # (overflow, checked out, Prometheus gauge) with 0, 1, 2, 3, 4 connections held, then
+    # none: the two beyond the pool size are closed as they come back.
+    assert seen == [(0, 0, 0), (0, 1, 0), (0, 2, 0), (1, 3, 1), (2, 4, 2), (0, 0, 0)]
 
 
 @pytest.mark.parametrize("table", ["instruments", "alert_rules", "market_data", "alert_logs"])
