@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     api_key: str | None = Field(default=None, min_length=1)
     read_requires_key: bool = False
     api_max_body_mb: float = Field(default=16.0, gt=0)
-    # How often the service's monitor collects metrics in the background.
+    # How often the service's monitor collects metrics in the background, and the trailing
+    # window its figures cover.
     monitor_interval_seconds: float = Field(default=10.0, gt=0)
     # Ticks the live writer may hold waiting for their commit; past it producers wait (or
     # the HTTP API answers 503 with Retry-After).

@@ -358,6 +358,7 @@ def test_performance_metrics_table_analysis_prometheus_and_health(client: TestCl
     (kind,) = {"INSERT", "COPY"} & set(writes)
     assert writes[kind]["rows"] == 5
     assert metrics["connection_pool"]["size"] >= 1
+    assert metrics["connection_pool"]["overflow"] == 0  # a few connections open, none beyond
     numbers = [v for v in _leaves(metrics) if isinstance(v, float)]
     assert numbers
     assert all(round(v, 4) == v for v in numbers)
@@ -372,6 +373,7 @@ def test_performance_metrics_table_analysis_prometheus_and_health(client: TestCl
     prometheus = client.get("/metrics")
     assert prometheus.headers["content-type"].startswith("text/plain")
     assert f'tickvault_queries_total{{table="market_data",type="{kind}"}}' in prometheus.text
+    assert "\ntickvault_pool_overflow 0.0\n" in prometheus.text
     assert isinstance(client.get("/performance/slow-queries").json(), list)
 
     assert client.get("/health").json() == {
@@ -399,7 +401,10 @@ def test_writes_need_the_key_when_one_is_set_reads_stay_open(head_url: str) -> N
         assert client.post("/instruments", json=body).status_code == 401
         wrong = client.post("/instruments", json=body, headers={"X-API-Key": "nope"})
         assert wrong.status_code == 401
-        assert wrong.json()["detail"] == "missing or wrong X-API-Key header"
+        assert wrong.json()["detail"] == (
+            "missing or wrong API key (X-API-Key, or Authorization: Bearer)"
+        )
+        assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
         assert client.post("/instruments", json=body, headers={"X-API-Key": KEY}).status_code == 201
         assert client.patch("/instruments/1", json={"is_active": False}).status_code == 401
         assert client.post("/market-data", json={"ticks": [{}]}).status_code == 401
@@ -414,6 +419,35 @@ def test_reads_need_the_key_when_configured(head_url: str) -> None:
         assert client.get("/performance/metrics").status_code == 401
         assert client.get("/instruments", headers={"X-API-Key": KEY}).status_code == 200
         assert client.get("/health").status_code == 200  # for load balancers
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Authorization": f"Bearer {KEY}"}, 200),  # what Prometheus sends
+        ({"Authorization": f"bearer  {KEY} "}, 200),  # the scheme is case-insensitive
+        ({"Authorization": f"Bearer {KEY}", "X-API-Key": "nope"}, 200),  # either will do
+        ({"Authorization": "Bearer nope"}, 401),
+        ({"Authorization": f"Bearer {KEY}x"}, 401),
+        ({"Authorization": f"Basic {KEY}"}, 401),
+        ({"Authorization": KEY}, 401),
+        ({"Authorization": "Bearer"}, 401),
+        ({"Authorization": "Bearer \u00e9t\u00e9".encode("latin-1")}, 401),
+    ],
+)
+def test_the_key_is_taken_as_a_bearer_token_too(
+    head_url: str, headers: dict[str, str | bytes], status: int
+) -> None:
+    with make_client(head_url, api_key=KEY, read_requires_key=True) as client:
+        for path in ("/metrics", "/performance/metrics", "/instruments"):
+            response = client.get(path, headers=headers)
+            assert response.status_code == status, (path, response.text)
+            if status == 401:
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        body = {"symbol": "AAPL", "name": "Apple"}
+        assert client.post("/instruments", json=body, headers=headers).status_code in (
+            {201} if status == 200 else {401}
+        )
 
 
 def test_request_body_over_the_limit_is_413_and_nothing_stored(head_url: str) -> None:

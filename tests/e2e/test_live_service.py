@@ -251,7 +251,25 @@ def test_the_stream_needs_the_key(head_url: str) -> None:
     ):
         ws.receive_text()
     assert refused.value.code == 1008
-    assert refused.value.reason == "missing or wrong X-API-Key header"
+    assert refused.value.reason == "missing or wrong API key (X-API-Key, or Authorization: Bearer)"
+
+
+def test_the_stream_takes_the_key_as_a_bearer_token_too(head_url: str) -> None:
+    app = create_app(head_url, settings=Settings(database_url=head_url, api_key="k"))
+    with TestClient(app) as client:
+        with client.websocket_connect(
+            "/market-data/stream", headers={"Authorization": "Bearer k"}
+        ) as ws:
+            ws.send_json({"seq": 1, "ticks": []})
+            assert ws.receive_json()["seq"] == 1  # answered: the connection was kept
+        with (
+            client.websocket_connect(
+                "/market-data/stream", headers={"Authorization": "Bearer x"}
+            ) as ws,
+            pytest.raises(WebSocketDisconnect) as refused,
+        ):
+            ws.receive_text()
+    assert refused.value.code == 1008
 
 
 def test_a_full_write_queue_is_a_503_with_retry_after(head_url: str) -> None:

@@ -2,10 +2,13 @@
 index usage, pool figures and table analysis."""
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -13,14 +16,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.errors import UnknownTableError
 from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
+from tickvault.monitoring.prometheus import render
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 
 T0 = datetime(2024, 7, 1, tzinfo=UTC)
 
 
+class Clock:
+    """``time.perf_counter``, frozen or moved on when a test says so."""
+
+    def __init__(self, frozen: bool = False) -> None:
+        self.frozen = time.perf_counter() if frozen else None
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return (self.frozen or time.perf_counter()) + self.skipped
+
+
 @pytest.fixture
 async def monitor(engine: AsyncEngine) -> AsyncIterator[DatabasePerformanceMonitor]:
-    monitor = DatabasePerformanceMonitor(engine)
+    # A window far longer than any test: figures cover everything since the monitor began.
+    monitor = DatabasePerformanceMonitor(engine, window_seconds=600)
     yield monitor
     await monitor.stop_monitoring()
     monitor.uninstrument()
@@ -43,45 +59,57 @@ def _ticks(n: int, instruments: int = 1) -> list[dict[str, object]]:
     ]
 
 
-async def test_a_bulk_insert_counts_all_its_rows_once(
-    engine: AsyncEngine, monitor: DatabasePerformanceMonitor
-) -> None:
+async def test_a_bulk_insert_counts_all_its_rows_once(engine: AsyncEngine) -> None:
     await _add_instruments(engine, 1)
-    await monitor.collect_metrics()
+    clock = Clock()
+    monitor = DatabasePerformanceMonitor(engine, window_seconds=10, clock=clock)
     sessions = create_session_factory(engine)
-
-    async with sessions.begin() as session:
-        await session.execute(insert(MarketData), _ticks(1000))
-    core = await monitor.collect_metrics()
-    async with sessions.begin() as session:
-        session.add_all(MarketData(**tick) for tick in _ticks(1000))
-    orm = await monitor.collect_metrics()
+    try:
+        async with sessions.begin() as session:
+            await session.execute(insert(MarketData), _ticks(1000))
+        core = await monitor.collect_metrics()
+        clock.skipped += 11  # the Core insert leaves the trailing window
+        async with sessions.begin() as session:
+            session.add_all(MarketData(**tick) for tick in _ticks(1000))
+        orm = await monitor.collect_metrics()
+    finally:
+        monitor.uninstrument()
 
     for metrics in (core, orm):
         assert metrics.by_table["market_data"]["INSERT"]["rows"] == 1000
         assert metrics.insert_rate == pytest.approx(1000 / metrics.window_seconds, rel=0.01)
-    assert orm.total_rows_inserted == 1 + 2000
+    assert orm.total_rows_inserted == 2000
 
 
 async def test_errors_are_counted_and_the_monitors_own_queries_are_not(
-    engine: AsyncEngine, monitor: DatabasePerformanceMonitor
+    engine: AsyncEngine,
 ) -> None:
     await _add_instruments(engine, 1)
-    with pytest.raises(DBAPIError):
-        async with engine.begin() as connection:
-            await connection.execute(insert(MarketData), [{"instrument_id": 999, "timestamp": T0}])
-
-    first = await monitor.collect_metrics()
-    second = await monitor.collect_metrics()
-    await monitor.analyze_table_performance("market_data")
-    third = await monitor.collect_metrics()
+    clock = Clock(frozen=True)
+    monitor = DatabasePerformanceMonitor(engine, window_seconds=10, clock=clock)
+    try:
+        with pytest.raises(DBAPIError):
+            async with engine.begin() as connection:
+                await connection.execute(
+                    insert(MarketData), [{"instrument_id": 999, "timestamp": T0}]
+                )
+        first = await monitor.collect_metrics()
+        second = await monitor.collect_metrics()
+        await monitor.analyze_table_performance("market_data")
+        third = await monitor.collect_metrics()
+        clock.skipped += 11
+        later = await monitor.collect_metrics()
+    finally:
+        monitor.uninstrument()
 
     assert first.errors == 1
     assert first.by_table["market_data"]["INSERT"]["errors"] == 1
-    # Collecting and analysing run queries of their own; none is counted.
-    assert first.total_queries == second.total_queries == third.total_queries
-    assert second.query_rate == 0.0
-    assert second.errors == 0
+    # Collecting and analysing run queries of their own; none is counted, and reading
+    # resets nothing: the same moment, the same figures.
+    assert first.total_queries == second.total_queries == third.total_queries == later.total_queries
+    assert first.by_table == second.by_table == third.by_table
+    assert (third.errors, third.query_rate) == (first.errors, first.query_rate)
+    assert (later.errors, later.query_rate, later.by_table) == (0, 0.0, {})
 
 
 async def test_slow_query_log_keeps_statement_text_never_values(
@@ -140,18 +168,18 @@ async def _read_and_check(reader: AsyncEngine, monitor: DatabasePerformanceMonit
 
     usage = (await monitor.collect_metrics()).index_usage
     if reader.dialect.name == "postgresql":
-        # A closing backend publishes its statistics as it exits: add up the deltas of a
-        # few collections until they arrive (each collection reports only what is new).
-        index_scans = seq_scans = 0
+        # A closing backend publishes its statistics as it exits: collect until they arrive
+        # (each collection covers the window since the first, before the reads).
         for _ in range(50):
             market = usage["tables"]["market_data"]
-            index_scans += market["indexes"]["ix_market_data_instrument_timestamp"]["scans"]
-            seq_scans += market["seq_scans"]
+            index_scans = market["indexes"]["ix_market_data_instrument_timestamp"]["scans"]
+            seq_scans = market["seq_scans"]
             if index_scans >= 2 and seq_scans >= 2:
                 break
             await asyncio.sleep(0.1)
             usage = (await monitor.collect_metrics()).index_usage
         assert (index_scans, seq_scans) == (2, 2)
+        assert usage["window_seconds"] > 0
     else:
         # SQLite: the plans were learnt in that collection; the next executions use them.
         async with sessions() as session:
@@ -198,6 +226,41 @@ async def test_pool_figures_under_concurrent_sessions(head_url: str) -> None:
     assert idle["checked_out"] == 0
     assert idle["checkouts"] >= 5
     assert idle["connects"] >= 4
+
+
+def _overflow_gauge(monitor: DatabasePerformanceMonitor) -> float:
+    families = text_string_to_metric_families(render(monitor).decode())
+    (family,) = (f for f in families if f.name == "tickvault_pool_overflow")
+    return float(family.samples[0].value)
+
+
+async def test_pool_overflow_counts_connections_beyond_the_pool_size_never_below_zero(
+    head_url: str,
+) -> None:
+    # QueuePool's own overflow() starts at -pool_size: the figure the API and Prometheus
+    # report must be what their HELP says, connections open beyond the pool size.
+    engine = create_engine(head_url, pool_size=2, max_overflow=3)
+    monitor = DatabasePerformanceMonitor(engine)
+
+    def look() -> tuple[int, int, float]:
+        status = monitor.pool_status()
+        return status["overflow"], status["checked_out"], _overflow_gauge(monitor)
+
+    try:
+        seen = [look()]
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(4):
+                connection = await held.enter_async_context(engine.connect())
+                await connection.execute(text("SELECT 1"))
+                seen.append(look())
+        seen.append(look())
+    finally:
+        monitor.uninstrument()
+        await engine.dispose()
+
+    # (overflow, checked out, Prometheus gauge) with 0, 1, 2, 3, 4 connections held, then
+    # none: the two beyond the pool size are closed as they come back.
+    assert seen == [(0, 0, 0), (0, 1, 0), (0, 2, 0), (1, 3, 1), (2, 4, 2), (0, 0, 0)]
 
 
 @pytest.mark.parametrize("table", ["instruments", "alert_rules", "market_data", "alert_logs"])

@@ -11,9 +11,15 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from tickvault.monitoring.histogram import LatencyHistogram
-from tickvault.monitoring.index_usage import classify_plan
+from tickvault.monitoring.index_usage import (
+    IndexUsageTracker,
+    PgIndexStats,
+    PgTableStats,
+    classify_plan,
+)
 from tickvault.monitoring.prometheus import render
 from tickvault.monitoring.statements import StatementInfo, classify
+from tickvault.monitoring.window import TrailingWindow
 from tickvault.services.database_performance import (
     DatabasePerformanceMonitor,
     PerformanceMetrics,
@@ -49,22 +55,127 @@ async def test_the_original_example_works_without_an_engine() -> None:
     assert decoded["timestamp"].endswith("Z")  # UTC, written as the API writes times
 
 
-async def test_each_collection_covers_its_own_window() -> None:
-    monitor = DatabasePerformanceMonitor()
+class FakeClock:
+    """Seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_window_trails_and_reading_resets_nothing() -> None:
+    clock = FakeClock()
+    monitor = DatabasePerformanceMonitor(window_seconds=10, clock=clock)
+    clock.now += 1
     for ms in (1.0, 2.0, 3.0):
         monitor.track_query("SELECT", "market_data", ms)
+    clock.now += 1
     first = await monitor.collect_metrics()
+    again = await monitor.collect_metrics()
+    clock.now += 3
     monitor.track_query("SELECT", "market_data", 10.0)
+    clock.now += 7  # 12 s in: the first three are out of the window, the fourth in
     second = await monitor.collect_metrics()
+    clock.now += 4  # 16 s in: nothing in the window
     third = await monitor.collect_metrics()
 
-    assert (first.query_max_time_ms, first.query_avg_time_ms) == (3.0, 2.0)
+    assert (first.window_seconds, first.query_max_time_ms, first.query_avg_time_ms) == (
+        2.0,
+        3.0,
+        2.0,
+    )
+    assert first.query_rate == 1.5
+    assert (again.window_seconds, again.query_rate, again.by_table) == (
+        2.0,
+        1.5,
+        first.by_table,
+    )
+    assert second.window_seconds == 10.0
     assert second.by_table["market_data"]["SELECT"]["count"] == 1
-    assert second.query_max_time_ms == 10.0
+    assert (second.query_max_time_ms, second.query_rate) == (10.0, 0.1)
     assert (second.total_queries, third.total_queries) == (4, 4)
-    assert third.query_rate == 0.0
-    assert third.by_table == {}
-    assert list(monitor.history) == [first, second, third]
+    assert (third.window_seconds, third.query_rate, third.by_table) == (10.0, 0.0, {})
+    assert list(monitor.history) == []  # only the background loop keeps its collections
+
+
+async def test_two_readers_polling_alternately_both_see_the_steady_rate() -> None:
+    # 500 rows a second, written as they are in life: 50-row batches every 0.1 s. With a
+    # window reset by each reader, the two saw 0 or 1,666 rows/s; over a trailing window
+    # both see 500 whatever their pace.
+    clock = FakeClock()
+    monitor = DatabasePerformanceMonitor(window_seconds=10, clock=clock)
+    seen: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
+    for step in range(300):  # 30 s
+        clock.now += 0.1
+        monitor.track_query("INSERT", "market_data", 0.5, rows=50)
+        if step >= 110 and step % 2 == 0:
+            for reader, offset in (("a", 0.013), ("b", 0.047)):
+                clock.now += offset
+                metrics = await monitor.collect_metrics()
+                seen[reader].append((metrics.insert_rate, metrics.window_seconds))
+                clock.now -= offset
+
+    for reader in ("a", "b"):
+        assert len(seen[reader]) == 95
+        for rate, window in seen[reader]:
+            assert 10 <= window < 11
+            # The window holds whole batches: at most one batch off a steady 500.
+            assert abs(rate - 500) <= 50 / window + 0.01
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.floats(min_value=0, max_value=100), max_size=300),
+    st.lists(st.floats(min_value=0, max_value=100), min_size=1, max_size=30),
+)
+def test_a_trailing_window_counts_exactly_what_happened_in_it(
+    events: list[float], reads: list[float]
+) -> None:
+    window: TrailingWindow[int] = TrailingWindow(10, 0.0, zero=0)
+    counted = 0
+    happened: list[float] = []
+    # Everything in time order; what happens at the moment of a read is already counted.
+    for at, is_read in sorted([(t, False) for t in events] + [(t, True) for t in reads]):
+        if not is_read:
+            window.note(at, lambda before=counted: before)
+            counted += 1
+            happened.append(at)
+            continue
+        start, earlier = window.start(at)
+        in_window = counted - (earlier if earlier is not None else counted)
+        assert in_window == sum(1 for t in happened if t >= start)
+        assert start == 0.0 or at - 11 < start <= at - 10
+        assert len(window._marks) <= 12
+
+
+def test_pg_index_deltas_are_the_same_for_readers_at_any_pace() -> None:
+    tracker = IndexUsageTracker(window_seconds=10)
+
+    def reading(scans: int) -> tuple[list[PgTableStats], list[PgIndexStats]]:
+        table = PgTableStats("market_data", scans, scans, 100, 8192, 8192)
+        index = PgIndexStats("market_data", "ix", scans, scans, 1, 0, 8192, False)
+        return [table], [index]
+
+    # Ten index scans a second; one reader every 0.25 s, another at a random-ish pace.
+    reports = []
+    for step in range(200):
+        now = step * 0.1
+        if step % 3 == 0 or step % 7 == 0:
+            window, report = tracker.update(*reading(step), now)
+            reports.append((now, window, report))
+
+    assert reports[0][1] is None  # the first reading: totals, nothing to compare with
+    for now, window, report in reports:
+        if now < 12:
+            continue
+        assert window is not None
+        assert 10 <= window <= 11.5
+        scans = report["market_data"]["indexes"]["ix"]["scans"]
+        assert scans == round(window * 10)
+        assert report["market_data"]["seq_scans"] == scans
+        assert report["market_data"]["indexes"]["ix"]["scans_total"] == round(now * 10)
 
 
 async def test_unknown_tables_count_as_other() -> None:

@@ -51,7 +51,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(url)
         session_factory = create_session_factory(engine)
-        monitor = DatabasePerformanceMonitor(engine)
+        monitor = DatabasePerformanceMonitor(
+            engine, window_seconds=settings.monitor_interval_seconds
+        )
         service = MarketDataService(
             session_factory,
             alerts=AlertService(session_factory),

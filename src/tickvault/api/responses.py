@@ -25,7 +25,9 @@ UNREADABLE: Responses = {
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
 }
-UNAUTHORIZED: Responses = {401: _error("Missing or wrong X-API-Key (when a key is configured).")}
+UNAUTHORIZED: Responses = {
+    401: _error("Missing or wrong key, X-API-Key or bearer token (when a key is configured).")
+}
 UNAVAILABLE: Responses = {
     503: _error(
         "Nothing was done; try again after Retry-After: the database is unreachable, starting "

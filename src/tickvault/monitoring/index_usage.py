@@ -1,13 +1,14 @@
 """Index usage, from each engine's own sources.
 
 PostgreSQL: ``pg_stat_user_tables``, ``pg_stat_user_indexes`` and ``pg_statio_user_indexes``,
-read as typed rows; ``IndexUsageTracker`` turns two readings into deltas.
+read as typed rows; ``IndexUsageTracker`` turns them into deltas over a trailing window.
 SQLite has no such statistics: ``explain(statement)`` runs ``EXPLAIN QUERY PLAN`` once per
 distinct statement and classifies it (SEARCH … USING INDEX vs SCAN); the monitor counts
 executions per plan.
 """
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,17 +62,41 @@ async def read_pg_stats(
     return tables, indexes
 
 
+@dataclass(frozen=True)
+class _Reading:
+    at: float
+    tables: dict[str, PgTableStats]
+    indexes: dict[tuple[str, str], PgIndexStats]
+
+
 @dataclass
 class IndexUsageTracker:
-    """Deltas of PostgreSQL's cumulative counters between two collections."""
+    """Deltas of PostgreSQL's cumulative counters over a trailing window.
 
-    _tables: dict[str, PgTableStats] = field(default_factory=dict)
-    _indexes: dict[tuple[str, str], PgIndexStats] = field(default_factory=dict)
+    Each reading is compared with the one kept at or before ``now - window_seconds`` (the
+    oldest kept until one is that old), never with whoever read last: any number of readers
+    see the same figures. A reading is kept when the last kept one is a tenth of the window
+    old, so at most a dozen are held.
+    """
 
-    def update(self, tables: list[PgTableStats], indexes: list[PgIndexStats]) -> dict[str, Any]:
+    window_seconds: float = 60.0
+    _readings: deque[_Reading] = field(default_factory=deque)
+
+    def update(
+        self, tables: list[PgTableStats], indexes: list[PgIndexStats], now: float
+    ) -> tuple[float | None, dict[str, Any]]:
+        """(seconds the deltas cover, None when there was no reading before; the report)."""
+        reading = _Reading(
+            now,
+            {t.table_name: t for t in tables},
+            {(i.table_name, i.index_name): i for i in indexes},
+        )
+        base = self._baseline(now)
+        if not self._readings or now - self._readings[-1].at >= self.window_seconds / 10:
+            self._readings.append(reading)
         report: dict[str, Any] = {}
         for t in tables:
-            before = self._tables.get(t.table_name)
+            before = base.tables.get(t.table_name) if base else None
             seq = t.seq_scan - (before.seq_scan if before else 0)
             idx = t.idx_scan - (before.idx_scan if before else 0)
             report[t.table_name] = {
@@ -84,7 +109,7 @@ class IndexUsageTracker:
                 "indexes": {},
             }
         for i in indexes:
-            before_i = self._indexes.get((i.table_name, i.index_name))
+            before_i = base.indexes.get((i.table_name, i.index_name)) if base else None
             blocks = i.idx_blks_hit + i.idx_blks_read
             entry = {
                 "scans": i.idx_scan - (before_i.idx_scan if before_i else 0),
@@ -94,9 +119,13 @@ class IndexUsageTracker:
                 "unused": i.idx_scan == 0 and not i.is_unique,
             }
             report.setdefault(i.table_name, {"indexes": {}})["indexes"][i.index_name] = entry
-        self._tables = {t.table_name: t for t in tables}
-        self._indexes = {(i.table_name, i.index_name): i for i in indexes}
-        return report
+        return (round(now - base.at, 6) if base else None), report
+
+    def _baseline(self, now: float) -> _Reading | None:
+        # Readings older than the newest one at or before the window's start are done with.
+        while len(self._readings) > 1 and self._readings[1].at <= now - self.window_seconds:
+            self._readings.popleft()
+        return self._readings[0] if self._readings else None
 
 
 _USING_INDEX = re.compile(r"USING (?:COVERING )?INDEX (\w+)")

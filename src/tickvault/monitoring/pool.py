@@ -45,7 +45,11 @@ class PoolCounters:
 
 
 def pool_status(pool: Pool, counters: PoolCounters | None = None) -> dict[str, Any]:
-    """Size, checked out, overflow, checked in (QueuePool), plus the event counters."""
+    """Size, checked out, overflow, checked in (QueuePool), plus the event counters.
+
+    ``overflow``: connections open beyond the pool size, never negative. QueuePool's own
+    ``overflow()`` counts from ``-size`` (it is ``-3`` while two of five are open).
+    """
     status: dict[str, Any] = {"pool_class": type(pool).__name__}
     for name in ("size", "checkedout", "overflow", "checkedin"):
         method = getattr(pool, name, None)
@@ -53,6 +57,8 @@ def pool_status(pool: Pool, counters: PoolCounters | None = None) -> dict[str, A
             status[{"checkedout": "checked_out", "checkedin": "checked_in"}.get(name, name)] = (
                 method()
             )
+    if "overflow" in status:
+        status["overflow"] = max(0, status["overflow"])
     max_overflow = getattr(pool, "_max_overflow", None)
     timeout = getattr(pool, "_timeout", None)
     if max_overflow is not None:

@@ -10,8 +10,10 @@
     analysis = await monitor.analyze_table_performance("market_data")
     await monitor.stop_monitoring()
 
-Without ``instrument()`` it still works from ``track_query()`` calls alone. Each collection
-covers the window since the previous one; totals are since the monitor started.
+Without ``instrument()`` it still works from ``track_query()`` calls alone. Rates and
+latencies cover a fixed trailing window (``window_seconds``, TICKVAULT_MONITOR_INTERVAL_SECONDS
+by default; see ``tickvault.monitoring.window``): collecting resets nothing, so any number of
+readers see the same figures. Totals are since the monitor started.
 """
 
 import asyncio
@@ -22,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -37,6 +39,7 @@ from tickvault.monitoring.index_usage import IndexUsageTracker, SqlitePlanCache,
 from tickvault.monitoring.metrics import PerformanceMetrics, QueryPerformance, SlowQuery
 from tickvault.monitoring.pool import PoolCounters, pool_status
 from tickvault.monitoring.statements import QUERY_TYPES, classify
+from tickvault.monitoring.window import TrailingWindow
 from tickvault.settings import get_settings
 
 logger = logging.getLogger("tickvault.monitor")
@@ -58,12 +61,23 @@ class _Series:
     errors: int = 0
     index_used: int = 0
     full_scans: int = 0
-    window_max_ms: float = 0.0
 
     def snapshot(self) -> "_Series":
         return _Series(
             self.histogram.copy(), self.rows, self.errors, self.index_used, self.full_scans
         )
+
+
+@dataclass(frozen=True)
+class _Counters:
+    """Everything the monitor has counted, as it stood at one moment."""
+
+    series: dict[tuple[str, str], _Series]
+    slow: int
+
+    @classmethod
+    def zero(cls) -> Self:
+        return cls({}, 0)
 
 
 class DatabasePerformanceMonitor:
@@ -76,6 +90,8 @@ class DatabasePerformanceMonitor:
         slow_query_threshold_ms: float | None = None,
         slow_query_log_size: int = 100,
         history_size: int = 1440,
+        window_seconds: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         settings = get_settings()
         self.slow_query_threshold_ms = (
@@ -83,18 +99,21 @@ class DatabasePerformanceMonitor:
             if slow_query_threshold_ms is not None
             else settings.slow_query_threshold_ms
         )
+        self.window_seconds = (
+            window_seconds if window_seconds is not None else settings.monitor_interval_seconds
+        )
+        self._clock = clock
         self.slow_query_log: deque[SlowQuery] = deque(maxlen=slow_query_log_size)
         self.history: deque[PerformanceMetrics] = deque(maxlen=history_size)
         self.collection_failures = 0
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], _Series] = {}
-        self._previous: dict[tuple[str, str], _Series] = {}
         self._slow_total = 0
-        self._slow_previous = 0
-        self._started_at = self._last_collected_at = time.perf_counter()
+        self._started_at = clock()
+        self._window = TrailingWindow(self.window_seconds, self._started_at, _Counters.zero())
         self._plans = SqlitePlanCache()
         self._explain_plans = False
-        self._pg_usage = IndexUsageTracker()
+        self._pg_usage = IndexUsageTracker(self.window_seconds)
         self._pool_counters = PoolCounters()
         self._engine: AsyncEngine | None = None
         self._owned_engine: AsyncEngine | None = None
@@ -155,6 +174,7 @@ class DatabasePerformanceMonitor:
         if info is None:
             return
         with self._lock:
+            self._window.note(self._clock(), self._counters)
             self._series_for(info.table, info.query_type).errors += 1
 
     def _series_for(self, table: str | None, query_type: str) -> _Series:
@@ -174,10 +194,9 @@ class DatabasePerformanceMonitor:
         statement: str | None,
     ) -> None:
         with self._lock:
+            self._window.note(self._clock(), self._counters)
             series = self._series_for(table, query_type)
             series.histogram.record(duration_ms)
-            if duration_ms > series.window_max_ms:
-                series.window_max_ms = duration_ms
             if query_type in INSERT_TYPES:
                 series.rows += rows
             if used_index is True:
@@ -196,33 +215,33 @@ class DatabasePerformanceMonitor:
                     )
                 )
 
+    def _counters(self) -> _Counters:
+        """Everything counted so far (call under the lock)."""
+        return _Counters({key: s.snapshot() for key, s in self._series.items()}, self._slow_total)
+
     # -- collection --------------------------------------------------------------------
 
     async def collect_metrics(self) -> PerformanceMetrics:
-        """The figures of the window since the previous collection (or the start)."""
+        """The figures of the trailing window (``window_seconds``, up to a tenth more; since
+        the start while the monitor is younger). Changes nothing another reader sees."""
         index_usage = await self._collect_index_usage()
-        now = time.perf_counter()
         with self._lock:
-            window = max(now - self._last_collected_at, 1e-9)
-            current = {key: s.snapshot() for key, s in self._series.items()}
-            window_max = {key: s.window_max_ms for key, s in self._series.items()}
-            for s in self._series.values():
-                s.window_max_ms = 0.0
-            slow = self._slow_total - self._slow_previous
-            self._slow_previous, self._last_collected_at = self._slow_total, now
-        previous, self._previous = self._previous, current
+            now, timestamp = self._clock(), utcnow()
+            started, earlier = self._window.start(now)
+            current = self._counters()
+        window = max(now - started, 1e-9)
+        previous = (earlier or current).series
 
         overall = LatencyHistogram()
         by_table: dict[str, dict[str, dict[str, float | int]]] = {}
         inserted = errors = 0
-        for (table, query_type), series in current.items():
+        for (table, query_type), series in current.series.items():
             before = previous.get((table, query_type), _Series())
             delta = series.histogram.minus(before.histogram)
             rows = series.rows - before.rows
             errs = series.errors - before.errors
             if not delta.count and not errs:
                 continue
-            delta.max_ms = window_max[(table, query_type)]
             overall.merge(delta)
             inserted += rows if query_type in INSERT_TYPES else 0
             errors += errs
@@ -230,8 +249,9 @@ class DatabasePerformanceMonitor:
                 "index_used": series.index_used - before.index_used,
                 "full_scans": series.full_scans - before.full_scans,
             }
-        metrics = PerformanceMetrics(
-            timestamp=utcnow(),
+        totals = current.series.items()
+        return PerformanceMetrics(
+            timestamp=timestamp,
             window_seconds=round(window, 6),
             insert_rate=round(inserted / window, 2),
             query_rate=round(overall.count / window, 2),
@@ -240,16 +260,14 @@ class DatabasePerformanceMonitor:
             query_p95_time_ms=round(overall.percentile(95), 4),
             query_p99_time_ms=round(overall.percentile(99), 4),
             query_max_time_ms=round(overall.max_ms, 4),
-            total_queries=sum(s.histogram.count for s in current.values()),
-            total_rows_inserted=sum(s.rows for (_, qt), s in current.items() if qt in INSERT_TYPES),
+            total_queries=sum(s.histogram.count for _, s in totals),
+            total_rows_inserted=sum(s.rows for (_, qt), s in totals if qt in INSERT_TYPES),
             errors=errors,
-            slow_queries=slow,
+            slow_queries=current.slow - (earlier or current).slow,
             by_table=by_table,
             index_usage=index_usage,
             connection_pool=self.pool_status(),
         )
-        self.history.append(metrics)
-        return metrics
 
     def pool_status(self) -> dict[str, Any]:
         if self._detach is None:
@@ -273,7 +291,8 @@ class DatabasePerformanceMonitor:
             connection = await connection.execution_options(**{capture.INTERNAL: True})
             if engine.dialect.name == "postgresql":
                 tables, indexes = await read_pg_stats(connection)
-                usage = {"engine": "postgresql", "tables": self._pg_usage.update(tables, indexes)}
+                window, figures = self._pg_usage.update(tables, indexes, self._clock())
+                usage = {"engine": "postgresql", "window_seconds": window, "tables": figures}
             else:
                 usage = {"engine": "sqlite", **await self._sqlite_usage(connection)}
             await connection.rollback()
@@ -340,7 +359,7 @@ class DatabasePerformanceMonitor:
         return analysis
 
     def _uptime(self) -> float:
-        return max(time.perf_counter() - self._started_at, 1e-9)
+        return max(self._clock() - self._started_at, 1e-9)
 
     # -- background loop ---------------------------------------------------------------
 
@@ -368,7 +387,7 @@ class DatabasePerformanceMonitor:
         while True:
             await asyncio.sleep(interval_seconds)
             try:
-                await self.collect_metrics()
+                self.history.append(await self.collect_metrics())
             except Exception:
                 # One failed collection (database away, say) must not end monitoring.
                 self.collection_failures += 1

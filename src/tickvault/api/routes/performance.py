@@ -22,7 +22,8 @@ router = APIRouter(tags=["performance"], responses=COMMON)
 @router.get("/performance/metrics", dependencies=READ)
 async def performance_metrics(runtime: RuntimeDep) -> dict[str, Any]:
     """Statement counts, rates and latency percentiles per type and table, index usage, the
-    connection pool: the window since the previous collection, and totals since start."""
+    connection pool: over the trailing TICKVAULT_MONITOR_INTERVAL_SECONDS (the same for every
+    caller: reading resets nothing), and totals since start."""
     metrics = await runtime.monitor.collect_metrics()
     return round4(metrics.to_dict())  # type: ignore[no-any-return]
 

@@ -10,7 +10,8 @@ Answers come in the order the messages were sent, each once its ticks are commit
 ``rejected`` lists ``{"position", "reason"}`` for the ticks not stored; when none of a
 message's ticks could be stored for a reason of the database's (unavailable, say), the answer
 carries ``"error"`` too. A message that cannot be read is answered with ``"error"`` and the
-connection stays open. Writes need ``X-API-Key`` on the handshake when a key is configured.
+connection stays open. Writes need the key on the handshake when one is configured (``X-API-Key``
+or ``Authorization: Bearer``).
 
 A message may carry a ``"key"`` (as ``Idempotency-Key`` does for ``POST /market-data``,
 matched on its ticks): sent again, on this connection or another after a reconnect, it is
@@ -21,7 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import secrets
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
@@ -29,6 +29,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from pydantic import Field, ValidationError
 
 from tickvault.api.schemas import TickBatch
+from tickvault.api.security import REFUSED, key_matches
 from tickvault.errors import TickvaultError
 from tickvault.services.market_data import IdempotencyKey, LiveReport, MarketDataService
 
@@ -50,14 +51,9 @@ Answer = dict[str, Any] | Awaitable[LiveReport]
 async def stream(websocket: WebSocket) -> None:
     runtime = websocket.app.state.runtime
     expected = runtime.settings.api_key
-    given = websocket.headers.get("x-api-key")
     await websocket.accept()  # then close with a code and reason a client can read
-    if expected is not None and (
-        given is None or not secrets.compare_digest(given.encode(), expected.encode())
-    ):
-        await websocket.close(
-            code=status.WS_1008_POLICY_VIOLATION, reason="missing or wrong X-API-Key header"
-        )
+    if expected is not None and not key_matches(expected, websocket.headers):
+        await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason=REFUSED)
         return
     answers: asyncio.Queue[tuple[Any, Answer]] = asyncio.Queue(MAX_IN_FLIGHT)
     sender = asyncio.create_task(_send_answers(websocket, answers))
