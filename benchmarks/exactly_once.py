@@ -2,8 +2,8 @@
 
 1. bulk: ``MarketDataService.ingest`` of the same rows without and with a ``source_key``
    (each batch then moves the load's receipt in its own transaction), alternating (which
-   goes first alternates too), medians of ``--repeat`` rounds (goal: keyed >= 0.98x); and the time ``tickvault ingest`` spends
-   on the file's sha256 for the same rows written as CSV;
+   goes first alternates too), medians of ``--repeat`` rounds (goal: keyed >= 0.98x); and
+   the time ``tickvault ingest`` spends on the file's sha256 for the same rows as CSV;
 2. http: ``wrk`` posting one tick per request to ``tickvault serve``, without and with a
    unique ``Idempotency-Key`` per request, alternating, medians (goal: keyed >= 0.90x).
    Skipped when wrk is not installed (Debian: ``apt-get install wrk``).
