@@ -8,6 +8,7 @@ import urllib.request
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -38,7 +39,16 @@ def fetch(api_url: str, path: str) -> Any:
 
 
 def _ms(value: Any) -> str:
-    return "-" if value is None else f"{value:,.2f}"
+    """Milliseconds in at most six characters or so: 0.25, 81.39, 812.4, 8,124."""
+    if value is None:
+        return "-"
+    if value < 100:
+        return f"{value:.2f}"
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
 def render(metrics: dict[str, Any], slow: list[dict[str, Any]]) -> Group:
@@ -46,21 +56,29 @@ def render(metrics: dict[str, Any], slow: list[dict[str, Any]]) -> Group:
     summary = (
         f"window {metrics['window_seconds']:.1f} s   "
         f"inserts {metrics['insert_rate']:,.1f} rows/s   "
-        f"queries {metrics['query_rate']:,.1f}/s   "
+        f"queries {metrics['query_rate']:,.1f}/s\n"
         f"p50 {_ms(metrics['query_p50_time_ms'])} ms   "
         f"p95 {_ms(metrics['query_p95_time_ms'])} ms   "
         f"p99 {_ms(metrics['query_p99_time_ms'])} ms   "
         f"errors {metrics['errors']}"
     )
-    tables = Table(title="statements (this window)", expand=True)
-    for name in ("table", "type", "count", "rows", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+    # Light borders and short headers: the whole table fits 80 columns.
+    tables = Table(
+        title="statements (this window; times in ms)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
+    )
+    for name in ("table", "type", "count", "rows", "per s", "p50", "p95", "p99", "max"):
         tables.add_column(
             name, justify="left" if name in ("table", "type") else "right", no_wrap=True
         )
     for table, kinds in sorted(metrics["by_table"].items()):
         for kind, s in sorted(kinds.items()):
             tables.add_row(
-                table, kind, f"{s['count']:,}", f"{s['rows']:,}", f"{s['rate_per_second']:,.1f}",
+                table, kind, f"{s['count']:,}", f"{s['rows']:,}", _rate(s["rate_per_second"]),
                 _ms(s["p50_ms"]), _ms(s["p95_ms"]), _ms(s["p99_ms"]), _ms(s["max_ms"]),
             )  # fmt: skip
     pool = metrics["connection_pool"]
@@ -69,7 +87,7 @@ def render(metrics: dict[str, Any], slow: list[dict[str, Any]]) -> Group:
         f" (+{pool.get('max_overflow', '-')} overflow), connects {pool.get('connects', '-')}"
         f", invalidations {pool.get('invalidations', '-')}"
     )
-    usage = Table(title="index usage", expand=True)
+    usage = Table(title="index usage", expand=True, box=box.SIMPLE_HEAD, padding=(0, 1))
     for name in ("table", "index scans", "full scans", "index share"):
         usage.add_column(name, justify="left" if name == "table" else "right")
     for table, figures in sorted(metrics["index_usage"].get("tables", {}).items()):
@@ -80,7 +98,12 @@ def render(metrics: dict[str, Any], slow: list[dict[str, Any]]) -> Group:
             f"{figures.get('full_scans', figures.get('seq_scans', 0)):,}",
             "-" if share is None else f"{share:.0%}",
         )
-    slow_table = Table(title=f"slow queries (last {len(slow[:5])})", expand=True)
+    slow_table = Table(
+        title=f"slow queries (last {len(slow[:5])})",
+        expand=True,
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+    )
     for name in ("when", "table", "type", "ms", "statement"):
         slow_table.add_column(name, overflow="ellipsis", no_wrap=name == "statement")
     for q in slow[:5]:
