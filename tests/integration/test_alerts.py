@@ -124,19 +124,43 @@ async def test_alert_logs_by_status_and_delivery(
         assert await repo.mark_failed([pending[2].id]) == 1
         await repo.soft_delete(pending[3].id)
 
+    # Each log's id named by its (seconds, condition, status): ids follow the ingestion order.
+    async with session_factory() as session:
+        every = await session.scalars(
+            select(AlertLog).order_by(AlertLog.id).execution_options(include_deleted=True)
+        )
+        ids = {
+            (
+                int((log.timestamp - T0).total_seconds()),
+                rules[log.rule_id],
+                log.fired_status,
+            ): log.id
+            for log in every
+        }
+    assert list(ids) == [e[:3] for e in EXPECTED]
+    assert [log.id for log in pending] == [ids[e[:3]] for e in EXPECTED if e[2] == "fired"]
+    assert pending[3].id == ids[(71, "price_below", "fired")]
+
     async with session_factory() as session:
         repo = AlertLogRepository(session)
         sent = await repo.find(AlertLogFilter(delivery_status="sent"))
-        assert sorted(log.id for log in sent.items) == sorted([pending[0].id, pending[1].id])
+        assert [log.id for log in sent.items] == [pending[1].id, pending[0].id]  # newest first
         by_rule = await repo.find(AlertLogFilter(rule_id=pending[0].rule_id, fired_status="fired"))
-        assert all(log.rule_id == pending[0].rule_id for log in by_rule.items)
+        assert [log.id for log in by_rule.items] == [
+            ids[(70, "price_above", "fired")],
+            ids[(1, "price_above", "fired")],
+        ]
         window = await repo.find(
             AlertLogFilter(start=T0 + timedelta(seconds=70), end=T0 + timedelta(seconds=72))
         )
         # 70 s and 71 s hold 4 logs; the soft-deleted one (71 s, price_below) is left out.
-        assert len(window.items) == 3
+        assert [log.id for log in window.items] == [
+            ids[(71, "pct_change_below", "fired")],
+            ids[(71, "price_above", "cleared")],
+            ids[(70, "price_above", "fired")],
+        ]
         assert [log.id for log in (await repo.find(deleted=True)).items] == [pending[3].id]
-        assert len(await repo.pending_deliveries()) == fired - 4
+        assert [log.id for log in await repo.pending_deliveries()] == [p.id for p in pending[4:]]
         with pytest.raises(ValidationError, match="delivery_status must be one of"):
             AlertLogFilter(delivery_status="lost")
 
