@@ -297,8 +297,13 @@ def test_head_indexes_match_the_models(head_url: str) -> None:
     assert describe_schema(head_url)["indexes"] == models
 
 
-def test_the_data_holds_the_edge_values(populated_baseline: dict[str, Any]) -> None:
-    prices = {value for row in populated_baseline["market_data"] for value in row[4:]}
-    assert {Decimal("0.0001"), Decimal("99999999.9999"), Decimal("-99999999.9999"), None} <= prices
+def test_the_edge_values_come_back_from_the_database_as_float_and_as_decimal(
+    database_url: str, populated_baseline: dict[str, Any]
+) -> None:
+    edges = {Decimal("0.0001"), Decimal("99999999.9999"), Decimal("-99999999.9999"), None}
     assert populated_baseline["counts"]["market_data"] >= 10_000
     assert populated_baseline["counts"]["alert_logs"] >= 1_000
+    for step, migrate in ((FLOATS, schema.upgrade), (BASELINE, schema.downgrade)):
+        migrate(database_url, step)
+        prices = {value for row in read_rows(database_url, "market_data") for value in row[4:]}
+        assert edges <= prices, step
