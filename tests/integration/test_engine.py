@@ -3,7 +3,8 @@
 import asyncio
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, make_url, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tickvault.database.engine import (
@@ -50,8 +51,11 @@ async def test_connections_are_set_up_for_safe_concurrent_use(
                     "cache_size": -16 * 1024,
                 }
             else:
+                # A plain postgresql:// URL: tickvault picks the asyncpg driver and keeps the
+                # database the URL names (not the server's default one).
                 assert engine.dialect.driver == "asyncpg"
-                assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+                database = await connection.scalar(text("SELECT current_database()"))
+                assert database == make_url(plain_url).database
     finally:
         await engine.dispose()
 
@@ -98,20 +102,36 @@ async def _add_instrument(session_factory: async_sessionmaker[AsyncSession], sym
         session.add(Instrument(symbol=symbol, name=symbol))
 
 
-async def test_a_unit_of_work_that_reads_then_writes_waits_its_turn(
+async def test_a_unit_of_work_that_reads_then_writes_survives_another_writer(
+    head_url: str,
     session_factory: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A reads, another writer commits, A writes. With a plain BEGIN, SQLite fails A at
-    once ("database is locked": its snapshot is stale; checked by hand with
-    ``session_factory()`` here); write_session takes the lock at BEGIN, so the other
-    writer waits for A instead, and both land."""
+    """A reads, another writer tries to commit, A writes; both land. With a plain BEGIN,
+    SQLite fails A at once ("database is locked": its snapshot is stale, once the other
+    writer has committed); write_session takes SQLite's write lock at BEGIN, so the other
+    writer cannot commit until A has. The other writer here will not wait for the lock (busy
+    timeout 0), which shows, without timing anything, that A holds it before its first
+    write. PostgreSQL has no such lock: the other writer commits in the middle of A."""
     await _add_instrument(session_factory, "FIRST")
-    async with write_session(session_factory) as session:
-        assert await session.scalar(select(func.count()).select_from(Instrument)) == 1
-        other = asyncio.create_task(_add_instrument(session_factory, "OTHER"))
-        await asyncio.sleep(0.3)  # the other writer commits now, or waits for the lock
-        session.add(Instrument(symbol="MINE", name="mine"))
-    await other
+    monkeypatch.setenv("TICKVAULT_SQLITE_BUSY_TIMEOUT_MS", "0")
+    get_settings.cache_clear()
+    impatient = create_engine(head_url)  # another engine: not queued behind A in-process
+    others = create_session_factory(impatient)
+    try:
+        async with write_session(session_factory) as session:
+            assert await session.scalar(select(func.count()).select_from(Instrument)) == 1
+            if impatient.dialect.name == "sqlite":
+                with pytest.raises(OperationalError, match="database is locked"):
+                    await _add_instrument(others, "OTHER")
+            else:
+                await _add_instrument(others, "OTHER")  # committed between A's read and write
+            session.add(Instrument(symbol="MINE", name="mine"))
+        if impatient.dialect.name == "sqlite":
+            await _add_instrument(others, "OTHER")  # A has committed: the lock is free
+    finally:
+        await impatient.dispose()
+        get_settings.cache_clear()
     async with session_factory() as check:
         symbols = set(await check.scalars(select(Instrument.symbol)))
     assert symbols == {"FIRST", "OTHER", "MINE"}
