@@ -7,6 +7,9 @@
     await feed.run(duration=10)         # or run() until cancelled
     feed.stats.ticks, feed.stats.alerts
 
+The pace comes from a ``Clock`` (default ``SystemClock``); a test hands in one that advances
+when slept on, and gets an exact tick count whatever the machine's load.
+
 Ticks go through the live writer (``MarketDataService.store``). When the database is away
 the feed does not stop: it waits (``RETRY_SECONDS``) and tries again, and resumes by itself
 when the database answers; ``flowing`` says whether it stored ticks lately.
@@ -19,6 +22,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy import select
 
@@ -34,6 +38,22 @@ VOLATILITY = 0.0005  # standard deviation of one tick's log return
 RETRY_SECONDS = 0.25  # between attempts while the database is away
 STALL_SECONDS = 2.0  # no tick stored for this long: the feed is not flowing
 logger = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    """What paces the feed: seconds from an arbitrary origin, and a way to wait."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.perf_counter()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
 @dataclass
@@ -57,6 +77,7 @@ class FeedSimulator:
         rate: float = 50.0,
         instruments: int | None = None,
         seed: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not 0 < rate <= 100_000:
             raise ValidationError(f"rate must be between 0 and 100,000 ticks/s, got {rate}")
@@ -67,6 +88,7 @@ class FeedSimulator:
         self.instruments = instruments
         self.stats = FeedStats()
         self._random = random.Random(seed)
+        self._clock = clock if clock is not None else SystemClock()
         self._prices: dict[int, float] = {}
 
     @property
@@ -85,17 +107,18 @@ class FeedSimulator:
             except Exception as exc:  # the database is away: try again
                 self.stats.last_error = str(exc).splitlines()[0] if str(exc) else repr(exc)
                 await asyncio.sleep(RETRY_SECONDS)
-        started = time.perf_counter()
+        clock = self._clock
+        started = clock.now()
         owed = 0.0
         step = 1 / STEPS_PER_SECOND
         next_step = started
-        while duration is None or time.perf_counter() - started < duration:
+        while duration is None or clock.now() - started < duration:
             owed += self.rate * step
             count, owed = int(owed), owed - int(owed)
             if count:
                 await self._emit(count)
             next_step += step
-            await asyncio.sleep(max(0.0, next_step - time.perf_counter()))
+            await clock.sleep(max(0.0, next_step - clock.now()))
         return self.stats
 
     async def _load_instruments(self) -> None:
