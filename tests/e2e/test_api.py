@@ -611,3 +611,76 @@ def test_slow_queries_carry_their_times_in_the_api_s_format(
     assert slow[0]["statement"].startswith("INSERT INTO instruments (symbol, name, exchange, ")
     assert "AAPL" not in slow[0]["statement"]
     assert slow[0]["timestamp"].endswith("Z")
+
+
+def test_the_error_table_of_docs_api_md_row_by_row(head_url: str) -> None:
+    """docs/api.md's "Errors" table, one request per row, status and body. (500 and 503 are
+    in test_api_errors.py and test_outage.py: they need a broken or missing database.)"""
+    with make_client(head_url, api_key=KEY, api_max_body_mb=0.01) as client:
+        keyed = {"X-API-Key": KEY}
+        first = client.post("/instruments", json={"symbol": "AAPL", "name": "A"}, headers=keyed)
+        aapl = first.json()["id"]
+        tick = {"instrument_id": aapl, "timestamp": iso(T0), "price": 1.0}
+        tick_id = client.post("/market-data", json={"ticks": [tick]}, headers=keyed).json()["ids"][
+            0
+        ]
+        rows = {}
+        # "the body is not parseable": documented as 400, answered as a 422 naming the body.
+        unparseable = client.post(
+            "/instruments", content=b"{", headers={**keyed, "content-type": "application/json"}
+        )
+        rows["unparseable"] = (unparseable.status_code, unparseable.json())
+        no_key = client.post("/instruments", json={"symbol": "X", "name": "X"})
+        rows["401"] = (no_key.status_code, no_key.json())
+        missing = client.get("/market-data/424242")
+        rows["404 id"] = (missing.status_code, missing.json())
+        client.delete(f"/market-data/{tick_id}", headers=keyed)
+        deleted = client.get(f"/market-data/{tick_id}")
+        rows["404 soft-deleted"] = (deleted.status_code, deleted.json())
+        table = client.get("/performance/tables/orders")
+        rows["404 table"] = (table.status_code, table.json())
+        taken = client.post("/instruments", json={"symbol": "AAPL", "name": "A"}, headers=keyed)
+        rows["409 symbol"] = (taken.status_code, taken.json())
+        restrict = client.delete(f"/instruments/{aapl}", headers=keyed)
+        rows["409 restrict"] = (restrict.status_code, restrict.json())
+        big = client.post("/market-data", json={"ticks": [tick] * 500}, headers=keyed)
+        rows["413"] = (big.status_code, big.text)
+        zone = client.get(
+            f"/market-data/range?instrument_id={aapl}&start=2024-01-01T00:00:00&end=2024-01-02T00:00:00Z"
+        )
+        rows["422"] = (zone.status_code, zone.json())
+    tables = "alembic_version, alert_logs, alert_rules, instruments, market_data"
+    assert rows == {
+        "unparseable": (
+            422,
+            {"detail": [{"loc": ["body", 1], "msg": "JSON decode error", "type": "json_invalid"}]},
+        ),
+        "401": (401, {"detail": "missing or wrong X-API-Key header"}),
+        "404 id": (404, {"detail": "tick 424242 not found"}),
+        "404 soft-deleted": (404, {"detail": f"tick {tick_id} not found"}),
+        "404 table": (404, rows["404 table"][1]),  # the table list below: others may be added
+        "409 symbol": (409, {"detail": "instrument 'AAPL': already exists"}),
+        "409 restrict": (
+            409,
+            {
+                "detail": f"instrument {aapl}: still has ticks, alert rules or alert logs "
+                "(soft-deleted ones count); deactivate it instead"
+            },
+        ),
+        "413": (413, "Content Too Large"),
+        "422": (
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["query", "start"],
+                        "msg": "Input should have timezone info",
+                        "type": "timezone_aware",
+                    }
+                ]
+            },
+        ),
+    }
+    assert rows["404 table"][1]["detail"].startswith(
+        f"unknown table 'orders': the database has {tables}"
+    )
