@@ -614,8 +614,9 @@ def test_slow_queries_carry_their_times_in_the_api_s_format(
 
 
 def test_the_error_table_of_docs_api_md_row_by_row(head_url: str) -> None:
-    """docs/api.md's "Errors" table, one request per row, status and body. (500 and 503 are
-    in test_api_errors.py and test_outage.py: they need a broken or missing database.)"""
+    """docs/api.md's "Errors" table, one request per row, status and body (and 405's Allow).
+    500 and 503 are in test_api_errors.py and test_outage.py: they need a broken or missing
+    database."""
     with make_client(head_url, api_key=KEY, api_max_body_mb=0.01) as client:
         keyed = {"X-API-Key": KEY}
         first = client.post("/instruments", json={"symbol": "AAPL", "name": "A"}, headers=keyed)
@@ -625,7 +626,7 @@ def test_the_error_table_of_docs_api_md_row_by_row(head_url: str) -> None:
             0
         ]
         rows = {}
-        # "the body is not parseable": documented as 400, answered as a 422 naming the body.
+        # A body that is not JSON at all: 400 (a JSON body the API cannot take is a 422).
         unparseable = client.post(
             "/instruments", content=b"{", headers={**keyed, "content-type": "application/json"}
         )
@@ -637,6 +638,8 @@ def test_the_error_table_of_docs_api_md_row_by_row(head_url: str) -> None:
         client.delete(f"/market-data/{tick_id}", headers=keyed)
         deleted = client.get(f"/market-data/{tick_id}")
         rows["404 soft-deleted"] = (deleted.status_code, deleted.json())
+        put = client.put("/instruments", json={}, headers=keyed)
+        rows["405"] = (put.status_code, put.json(), put.headers.get("allow"))
         table = client.get("/performance/tables/orders")
         rows["404 table"] = (table.status_code, table.json())
         taken = client.post("/instruments", json={"symbol": "AAPL", "name": "A"}, headers=keyed)
@@ -652,10 +655,14 @@ def test_the_error_table_of_docs_api_md_row_by_row(head_url: str) -> None:
     tables = "alembic_version, alert_logs, alert_rules, instruments, market_data"
     assert rows == {
         "unparseable": (
-            422,
-            {"detail": [{"loc": ["body", 1], "msg": "JSON decode error", "type": "json_invalid"}]},
+            400,
+            {
+                "detail": "the body is not valid JSON: Expecting property name enclosed in "
+                "double quotes (at character 1)"
+            },
         ),
-        "401": (401, {"detail": "missing or wrong X-API-Key header"}),
+        "401": (401, {"detail": "missing or wrong API key (X-API-Key, or Authorization: Bearer)"}),
+        "405": (405, {"detail": "Method Not Allowed"}, "GET, POST"),
         "404 id": (404, {"detail": "tick 424242 not found"}),
         "404 soft-deleted": (404, {"detail": f"tick {tick_id} not found"}),
         "404 table": (404, rows["404 table"][1]),  # the table list below: others may be added
