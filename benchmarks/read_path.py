@@ -112,9 +112,12 @@ def main() -> None:
         default=",".join(REVISIONS),
         help=f"which of {', '.join(REVISIONS)} (comma-separated; all by default)",
     )
+    parser.add_argument("--skip-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
     chosen = {label: REVISIONS[label] for label in args.revisions.split(",")}
-    engines = ["sqlite"] + (["postgresql"] if args.postgres_url else [])
+    engines = ([] if args.skip_sqlite else ["sqlite"]) + (
+        ["postgresql"] if args.postgres_url else []
+    )
     for engine in engines:
         with ExitStack() as stack:
             urls = {}
