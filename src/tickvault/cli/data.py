@@ -22,7 +22,7 @@ from rich.progress import (
 )
 
 from tickvault.cli._common import DatabaseUrl, console, friendly_errors, opened
-from tickvault.database.receipts import file_fingerprint, open_load
+from tickvault.database.receipts import LoadReceipt, file_fingerprint
 from tickvault.errors import TickvaultError, ValidationError
 from tickvault.services.market_data import (
     BatchFailure,
@@ -123,12 +123,10 @@ class RejectsFile:
 
 
 def _counted(
-    rows: Iterator[dict[str, Any]], progress: Progress, task: Any, skipped: int
+    rows: Iterator[dict[str, Any]], progress: Progress, task: Any
 ) -> Iterator[dict[str, Any]]:
-    """``rows``, moving the bar; the first ``skipped`` (committed by an earlier run) are
-    read past without a count."""
     for n, row in enumerate(rows, 1):
-        if n > skipped and n % 1000 == 0:
+        if n % 1000 == 0:
             progress.update(task, completed=n)
         yield row
 
@@ -187,31 +185,30 @@ def ingest(
                 transient=True,
             ) as progress:
                 task = progress.add_task(file.name, total=count_rows(file))
-                # The receipt first: how far an earlier run got decides what to skip.
-                receipt = await open_load(
-                    service.engine, fingerprint, fingerprint=fingerprint,
-                    source=str(file), force=force,
-                )  # fmt: skip
-                if receipt.done:
-                    report.already_loaded, report.receipt = True, receipt
-                    return
-                skipped = receipt.rows_consumed
-                rejects.resume(before=skipped)
-                if skipped:
-                    out.print(
-                        f"resuming {file} after row {skipped:,} "
-                        f"(an earlier run stored {receipt.rows_stored:,} rows)"
-                    )
+
+                def resume_from(receipt: LoadReceipt) -> None:
+                    # Before any row is read: how far an earlier run got.
+                    if receipt.done:
+                        return
+                    rejects.resume(before=receipt.rows_consumed)
+                    if receipt.rows_consumed:
+                        out.print(
+                            f"resuming {file} after row {receipt.rows_consumed:,} "
+                            f"(an earlier run stored {receipt.rows_stored:,} rows)"
+                        )
+
                 await service.ingest(
-                    _counted(rows, progress, task, skipped),
+                    _counted(rows, progress, task),
                     batch_size=batch_size,
                     on_reject=rejects.add,
                     on_failed_batch=rejects.add_failed_batch,
                     source_key=fingerprint,
                     source_name=str(file),
                     fingerprint=fingerprint,
+                    force=force,
                     report=report,  # what was stored, should the load stop
-                )  # no force here: the receipt was set back above
+                    on_receipt=resume_from,
+                )
 
     try:
         asyncio.run(run())

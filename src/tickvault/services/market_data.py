@@ -29,6 +29,7 @@ whatever the input's length (at most three batches are held).
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import (
@@ -132,6 +133,12 @@ class IdempotencyKey:
     key: str
     fingerprint: str
     source: str = ""
+
+    @classmethod
+    def of(cls, key: str, source: str, payload: bytes) -> "IdempotencyKey":
+        """``key`` for the request ``payload`` (its body) sent to ``source``."""
+        digest = hashlib.sha256(source.encode() + b"\n" + payload).hexdigest()
+        return cls(key, digest, source)
 
 
 def _report_json(report: LiveReport) -> str:
@@ -394,6 +401,7 @@ class MarketDataService:
         fingerprint: str | None = None,
         force: bool = False,
         report: IngestReport | None = None,
+        on_receipt: Callable[[LoadReceipt], None] | None = None,
     ) -> IngestReport:
         """Validate and store ``rows`` in batches of ``batch_size``.
 
@@ -407,7 +415,8 @@ class MarketDataService:
         those of the whole input), a finished load reads nothing (``already_loaded``), and
         ``force`` starts it again. A second load of the same key running at the same time
         stops with ``LoadInProgress``. ``source_name`` and ``fingerprint`` are kept on the
-        receipt. Pass ``report`` to read what was stored when the load raises.
+        receipt; ``on_receipt`` sees it as it stood, before any row is read. Pass ``report``
+        to read what was stored when the load raises.
         """
         if not 1 <= batch_size <= 1_000_000:
             raise ValidationError(f"batch_size must be between 1 and 1,000,000, got {batch_size}")
@@ -424,6 +433,8 @@ class MarketDataService:
                 force=force,
             )
             report.receipt = receipt
+            if on_receipt is not None:
+                on_receipt(receipt)
             if receipt.done:
                 report.already_loaded = True
                 return report

@@ -1,6 +1,5 @@
 """/market-data: post ticks (JSON or CSV), read latest / range / OHLCV, soft delete, restore."""
 
-import hashlib
 import io
 from typing import Annotated
 
@@ -75,9 +74,7 @@ IdempotencyHeader = Annotated[
 def _keyed(key: str | None, request: Request, body: bytes) -> IdempotencyKey | None:
     if key is None:
         return None
-    source = f"{request.method} {request.url.path}"
-    digest = hashlib.sha256(source.encode() + b"\n" + body).hexdigest()
-    return IdempotencyKey(key, digest, source)
+    return IdempotencyKey.of(key, f"{request.method} {request.url.path}", body)
 
 
 def _answer(report: LiveReport, response: Response) -> IngestResult:

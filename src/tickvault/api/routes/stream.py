@@ -20,7 +20,6 @@ answered as the first time, with ``"replayed": true``, and stores nothing again.
 
 import asyncio
 import contextlib
-import hashlib
 import json
 from collections.abc import Awaitable, Mapping
 from typing import Any
@@ -91,9 +90,7 @@ async def _take(message: Mapping[str, Any], service: MarketDataService) -> tuple
     idempotency = None
     if parsed.key is not None:
         ticks = json.dumps(parsed.ticks, sort_keys=True, separators=(",", ":"))
-        source = "WS /market-data/stream"
-        digest = hashlib.sha256(f"{source}\n{ticks}".encode()).hexdigest()
-        idempotency = IdempotencyKey(parsed.key, digest, source)
+        idempotency = IdempotencyKey.of(parsed.key, "WS /market-data/stream", ticks.encode())
     try:
         # Waits while the write queue is full: the client's sends slow down (TCP).
         pending = await service.submit(parsed.ticks, idempotency=idempotency)
