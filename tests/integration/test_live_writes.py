@@ -193,8 +193,9 @@ async def refuse_666(engine: AsyncEngine) -> None:
             await connection.execute(text(statement))
 
 
+@pytest.mark.parametrize("requests", ["one request", "a request per tick"])
 async def test_a_tick_the_database_refuses_fails_alone_and_leaves_no_alert_state(
-    service: MarketDataService, session_factory: Sessions, engine: AsyncEngine
+    service: MarketDataService, session_factory: Sessions, engine: AsyncEngine, requests: str
 ) -> None:
     [instrument_id] = await add_instruments(session_factory, ["AAA"])
     await refuse_666(engine)
@@ -206,16 +207,30 @@ async def test_a_tick_the_database_refuses_fails_alone_and_leaves_no_alert_state
             "price": price,
         }
 
-    prices = [100.0, 101.0, 666.0, 102.0, 100.0, 101.5, 99.0, 98.5]
-    report = await service.store([tick(n, p) for n, p in enumerate(prices)])
+    prices = [100.0, 101.0, 102.0, 666.0, 100.0, 101.5, 99.0, 98.5]
+    ticks = [tick(n, p) for n, p in enumerate(prices)]
+    if requests == "one request":
+        report = await service.store(ticks)
+        ids = report.ids
+        rejections = [(r.position, r.reason) for r in report.rejections]
+    else:
+        # All queued before the writer takes any: on PostgreSQL it writes the first half
+        # while the second half's transaction is open beside it. That second half was
+        # evaluated after 666 (the previous price of its first tick: a -85 % change), so
+        # it must be rolled back and evaluated again once 666 is refused.
+        pending = [await service.submit([one]) for one in ticks]
+        reports = [await answer for answer in pending]
+        ids = [id_ for one in reports for id_ in one.ids]
+        rejections = [(n, r.reason) for n, one in enumerate(reports) for r in one.rejections]
 
-    assert [(r.position, r.reason) for r in report.rejections] == [(2, report.rejections[0].reason)]
-    assert "the database refused the tick" in report.rejections[0].reason
-    assert "price 666 refused" in report.rejections[0].reason
+    assert [position for position, _ in rejections] == [3]
+    assert "the database refused the tick" in rejections[0][1]
+    assert "price 666 refused" in rejections[0][1]
     async with session_factory() as session:
         stored = (await session.scalars(select(MarketData).order_by(MarketData.id))).all()
-    assert [t.id for t in stored] == report.ids
+    assert [t.id for t in stored] == ids
     assert [t.price for t in stored] == [p for p in prices if p != 666]
+    assert await read_alerts(session_factory) == []
 
     # Alone, through insert_market_data: refused with the database's reason.
     with pytest.raises(TickRefused, match="price 666 refused"):

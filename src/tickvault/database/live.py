@@ -4,18 +4,25 @@
 
     store = LiveStore(engine)
     ids = await store.write(records, logs)    # ids of the ticks, in input order
+    pending = await store.start(records, logs, alone=False)   # PostgreSQL: in the background
+    ids = await store.finish(pending)         # ... committed (or store.abort(pending))
     await store.aclose()
 
 The live writer commits small batches (a few to a few thousand ticks) as fast as they come,
 so what matters is the cost per transaction, and the time the event loop waits for it:
 
-- PostgreSQL: one statement, so one round trip and its own implicit transaction: two
-  data-modifying CTEs, each an ``INSERT … SELECT FROM unnest(arrays)``, one for the ticks
-  and one for their logs. The ticks' ids are taken from the sequence ahead of time, a block
-  at a time, so they are known before the statement is sent: when the connection breaks
-  while it runs, the outcome is unknown, and ``CommitInDoubt`` carries the ids to ask the
-  database about later. The writer keeps a connection of the engine's pool while it has
-  work.
+- PostgreSQL: one statement writes a batch: two data-modifying CTEs, each an ``INSERT …
+  SELECT FROM unnest(arrays)``, one for the ticks and one for their logs. ``start`` sends
+  it and returns; ``finish`` waits for it and commits. A batch written alone is one round
+  trip, its own implicit transaction. While one batch is being written, the writer may
+  start the next on a second connection, in an open transaction (BEGIN, the statement,
+  then COMMIT once the batch before it committed, or ROLLBACK with ``abort``), so that
+  the database works on one batch while Python prepares the next; batches thus commit in
+  the order they were taken. The ticks' ids are taken from the sequence ahead of time, a
+  block at a time, so they are known before the statement is sent: when the connection
+  breaks while a batch may have committed, the outcome is unknown, and ``CommitInDoubt``
+  carries the ids to ask the database about later. The writer keeps its connections of
+  the engine's pool while it has work.
 - SQLite: a ``sqlite3`` connection of the writer's own. A small batch's transaction (BEGIN
   IMMEDIATE, ``executemany`` for ticks and logs, COMMIT) runs right on the event loop: it
   is a few hundred microseconds of in-process work (WAL with ``synchronous=NORMAL`` does
@@ -35,6 +42,7 @@ Both report their statements to any monitor attached to the engine.
 """
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,11 +119,28 @@ class CommitInDoubt(Exception):
         self.cause = cause
 
 
+@dataclass
+class Transaction:
+    """A batch being written on PostgreSQL (``LiveStore.start``): ``ids`` are its ticks' ids.
+    ``alone``: one statement that commits by itself; otherwise an open transaction that
+    ``finish`` commits and ``abort`` rolls back."""
+
+    ids: list[int]
+    ticks: int
+    logs: int
+    alone: bool
+    connection: AsyncConnection
+    driver: Any
+    task: "asyncio.Task[float]"  # the write; its result is when it started
+
+
 class LiveStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._postgres: AsyncConnection | None = None
+        self.pipelined = engine.dialect.name == "postgresql"  # transactions may overlap
+        self._idle: list[AsyncConnection] = []  # PostgreSQL connections kept while busy
         self._ids: list[int] = []
+        self._last: asyncio.Task[float] | None = None  # the write started last
         self._sqlite: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._checkpoint: Future[None] | None = None
@@ -130,8 +155,8 @@ class LiveStore:
     ) -> list[int]:
         """Store ``records``, ``logs`` (alert_logs rows as dicts) and ``receipts`` in one
         transaction."""
-        if self.engine.dialect.name == "postgresql":
-            return await self._write_postgres(records, logs, receipts)
+        if self.pipelined:
+            return await self.finish(await self.start(records, logs, receipts, alone=True))
         return await self._write_sqlite(records, logs, receipts)
 
     async def probe(self) -> None:
@@ -150,9 +175,9 @@ class LiveStore:
             self._sqlite.execute("ROLLBACK")
 
     async def release(self) -> None:
-        """Give the pooled connection back (PostgreSQL), while there is nothing to write."""
-        if self._postgres is not None:
-            connection, self._postgres = self._postgres, None
+        """Give the pooled connections back (PostgreSQL), while there is nothing to write."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
             await connection.close()
 
     async def aclose(self) -> None:
@@ -168,44 +193,88 @@ class LiveStore:
 
     # PostgreSQL
 
-    async def _write_postgres(
+    async def start(
         self,
         records: Sequence[TickRecord],
         logs: Sequence[Mapping[str, Any]],
-        receipts: Sequence[ReceiptRow],
-    ) -> list[int]:
-        if self._postgres is None:
-            self._postgres = await self.engine.connect()
-        connection = self._postgres
-        driver: Any = (await connection.get_raw_connection()).driver_connection
+        receipts: Sequence[ReceiptRow] = (),
+        *,
+        alone: bool,
+    ) -> Transaction:
+        """Start writing ``records``, ``logs`` and ``receipts`` on a connection of their own
+        (PostgreSQL) and return at once: ``finish`` waits for the write and commits it.
+
+        ``alone``: one statement, its own transaction (one round trip), for a batch nothing
+        else is written beside. Otherwise the write runs in an open transaction that commits
+        only when ``finish`` is called, so that batches written at the same time can commit
+        in the order they were taken (or not at all: ``abort``)."""
+        connection = self._idle.pop() if self._idle else await self.engine.connect()
         try:
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            # Taken here, in the order batches start: each batch's ids follow the last's.
             while len(self._ids) < len(records):
                 block = max(ID_BLOCK, len(records) - len(self._ids))
                 self._ids += [row[0] for row in await driver.fetch(_PG_IDS, block)]
-            ids, self._ids = self._ids[: len(records)], self._ids[len(records) :]
-            started = perf_counter()
-            arguments = [
-                ids,
-                *_columns(records, len(TICK_COLUMNS)),
-                *_columns(_log_rows(logs), len(LOG_COLUMNS)),
-            ]
-            if receipts:
-                arguments += _columns([receipt.row(ids) for receipt in receipts], 5)
-            try:
-                await driver.execute(_PG_WRITE_KEYED if receipts else _PG_WRITE, *arguments)
-            except Exception as exc:
-                if driver.is_closed():
-                    raise CommitInDoubt(ids, exc) from exc
-                raise
         except BaseException:
-            if driver.is_closed():
-                self._postgres = None
-                await connection.invalidate()
+            await connection.invalidate()
             raise
-        report(self.engine, "INSERT INTO market_data", started, len(records))
-        if logs:
-            report(self.engine, "INSERT INTO alert_logs", started, len(logs))
-        return ids
+        ids, self._ids = self._ids[: len(records)], self._ids[len(records) :]
+        arguments = [
+            ids,
+            *_columns(records, len(TICK_COLUMNS)),
+            *_columns(_log_rows(logs), len(LOG_COLUMNS)),
+        ]
+        if receipts:
+            arguments += _columns([receipt.row(ids) for receipt in receipts], 5)
+        statement = _PG_WRITE_KEYED if receipts else _PG_WRITE
+        after = self._last if self._last is not None and not self._last.done() else None
+        task = asyncio.create_task(_pg_write(driver, statement, arguments, alone, after))
+        self._last = task
+        return Transaction(ids, len(records), len(logs), alone, connection, driver, task)
+
+    async def finish(self, transaction: Transaction) -> list[int]:
+        """Wait for the write, commit it, and return its ids. A connection lost while the
+        batch may have committed (its statement or COMMIT sent, no answer) raises
+        ``CommitInDoubt``; any other failure, the driver's error (nothing stored)."""
+        driver = transaction.driver
+        try:
+            try:
+                started = await transaction.task
+            except Exception as exc:
+                if transaction.alone and driver.is_closed():
+                    raise CommitInDoubt(transaction.ids, exc) from exc
+                raise  # an open transaction: not committed
+            if not transaction.alone:
+                try:
+                    await driver.execute("COMMIT")
+                except Exception as exc:
+                    if driver.is_closed():
+                        raise CommitInDoubt(transaction.ids, exc) from exc
+                    raise
+        finally:
+            await self._give_back(transaction)
+        report(self.engine, "INSERT INTO market_data", started, transaction.ticks)
+        if transaction.logs:
+            report(self.engine, "INSERT INTO alert_logs", started, transaction.logs)
+        return transaction.ids
+
+    async def abort(self, transaction: Transaction) -> None:
+        """Roll back a transaction that ``start`` opened (never an ``alone`` one, which
+        commits by itself)."""
+        assert not transaction.alone
+        with contextlib.suppress(Exception):
+            await transaction.task
+        await self._give_back(transaction)
+
+    async def _give_back(self, transaction: Transaction) -> None:
+        connection, driver = transaction.connection, transaction.driver
+        if not driver.is_closed() and driver.is_in_transaction():
+            with contextlib.suppress(Exception):
+                await driver.execute("ROLLBACK")
+        if driver.is_closed():
+            await connection.invalidate()
+        else:
+            self._idle.append(connection)
 
     # SQLite
 
@@ -286,6 +355,27 @@ def _sqlite_transaction(
             connection.execute("ROLLBACK")
         raise
     return ids
+
+
+async def _pg_write(
+    driver: Any,
+    statement: str,
+    arguments: list[Any],
+    alone: bool,
+    after: "asyncio.Task[float] | None",
+) -> float:
+    """One batch's write; an open transaction's starts only once the write before it ended
+    (the batch before it may then wait for nothing but its COMMIT: had this one taken its
+    locks first, another session queued for a lock between them would wait for this
+    transaction, and the one before it for that session, while this one waits for the one
+    before it to commit)."""
+    if not alone:
+        await driver.execute("BEGIN")
+    if after is not None:
+        await asyncio.wait((after,))
+    started = perf_counter()
+    await driver.execute(statement, *arguments)
+    return started
 
 
 def _checkpoint(engine: AsyncEngine) -> None:

@@ -12,9 +12,14 @@ Producers (the HTTP API, the WebSocket stream, the simulated feed, ``insert_mark
 put validated ticks on a bounded queue. The writer takes whatever gathered while its previous
 commit ran, evaluates the alert rules of those ticks, and writes the ticks and their alert
 logs in one transaction (``tickvault.database.live``); only after COMMIT is each producer
-answered. So a
-tick answered with its id is stored and its alerts evaluated, and a tick answered with an
-error is not stored.
+answered. So a tick answered with its id is stored and its alerts evaluated, and a tick
+answered with an error is not stored.
+
+On PostgreSQL two batches are written at once (``PIPELINE``): with nothing in flight the
+writer takes half of what is queued and starts the rest beside it, so the database writes
+one batch while the producers the other one answered make the next. They commit in the
+order they were taken, the second only after the first; when one fails, those behind it
+are rolled back, their alert evaluation undone (newest first), and queued again.
 
 Failures, by what the driver said (``tickvault.database.failures``):
 
@@ -45,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tickvault.database.bulk import TickRecord
 from tickvault.database.failures import DRIVER_ERRORS, Failure, kind_of, reason_of
-from tickvault.database.live import CommitInDoubt, LiveStore, ReceiptRow
+from tickvault.database.live import CommitInDoubt, LiveStore, ReceiptRow, Transaction
 from tickvault.errors import (
     ConflictError,
     DatabaseError,
@@ -60,6 +65,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CAPACITY = 50_000  # ticks queued at most
 MAX_BATCH = 10_000  # ticks taken into one transaction at most (a larger request goes alone)
 PROBE_SECONDS = 0.25  # how often an unreachable database is tried again
+PIPELINE = 2  # PostgreSQL: batches being written at once, each on its own connection
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,9 @@ class TickWriter:
         self.capacity = capacity
         self.max_batch = max_batch
         self._queue: deque[_Request] = deque()
-        self._queued = 0
+        self._queued = 0  # ticks submitted and not answered yet
+        self._backlog = 0  # of which in the queue, not taken into a batch
+        self._flights: deque[_Flight] = deque()  # PostgreSQL: batches being written, in order
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -163,6 +171,7 @@ class TickWriter:
             return future
         self._queue.append(_Request(records, future, receipt))
         self._queued += len(records)
+        self._backlog += len(records)
         self._wakeup.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="tickvault-writer")
@@ -189,8 +198,8 @@ class TickWriter:
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
-                await self._live.release()  # idle: the pool may have its connection
+            if not self._queue and not self._flights:
+                await self._live.release()  # idle: the pool may have its connections
                 if self._queue:
                     continue
                 if self._closing:
@@ -198,41 +207,148 @@ class TickWriter:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = [self._queue.popleft()]
-            taken = len(batch[0].records)
-            while self._queue and taken + len(self._queue[0].records) <= self.max_batch:
-                request = self._queue.popleft()
-                batch.append(request)
-                taken += len(request.records)
             try:
-                await self._write(batch)
+                if self._live.pipelined:
+                    await self._pump()
+                else:
+                    await self._write_alone(self._take(self.max_batch))
             except Exception as exc:  # a bug: answer everyone rather than hang them
                 logger.exception("the tick writer failed")
-                error = DatabaseError(f"the write failed: {exc!r}")
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_result([error] * len(request.records))
-            finally:
-                self._queued -= taken
-                self._room.set()
+                await self._abandon(exc)
             # A SQLite batch may have been written without yielding once: let the answered
             # producers (and whoever is waiting to queue) run before taking the next one.
             await asyncio.sleep(0)
 
+    def _take(self, limit: int) -> list[_Request]:
+        """The oldest requests, up to ``limit`` ticks (the first one whatever its size)."""
+        batch = [self._queue.popleft()]
+        taken = len(batch[0].records)
+        while self._queue and taken + len(self._queue[0].records) <= limit:
+            request = self._queue.popleft()
+            batch.append(request)
+            taken += len(request.records)
+        self._backlog -= taken
+        return batch
+
+    def _done(self, batch: list[_Request]) -> None:
+        self._queued -= sum(len(request.records) for request in batch)
+        self._room.set()
+
+    async def _pump(self) -> None:
+        """PostgreSQL: keep up to ``PIPELINE`` batches being written at once, each in a
+        transaction of its own, and commit them in the order they were taken.
+
+        With nothing in flight, a batch takes half of what is queued, so that the rest
+        starts beside it: while the database writes one batch, the producers the other one
+        answered make the next. A batch commits only after the one before it did; when one
+        fails, those behind it are rolled back and queued again, and the alert state goes
+        back to before the failed one."""
+        while self._queue and len(self._flights) < PIPELINE and self.down is None:
+            alone = not self._flights
+            limit = min(self.max_batch, -(-self._backlog // 2)) if alone else self.max_batch
+            batch = self._take(limit)
+            try:
+                flight = await self._begin(batch, alone=alone)
+            except DRIVER_ERRORS:
+                if self._flights:  # the batches before it first: try it again after them
+                    self._requeue([batch])
+                    break
+                await self._write_alone(batch)  # the serial path says what failed
+                return
+            except Exception as exc:
+                self._give_up(batch, exc)
+                raise
+            self._flights.append(flight)
+        if not self._flights:  # the database is down: answer what is queued
+            await self._write_alone(self._take(self.max_batch))
+            return
+        flight = self._flights.popleft()
+        try:
+            outcomes = await self._land(flight)
+        except Exception as exc:
+            self._give_up(flight.batch, exc)
+            raise
+        self._answer(flight.batch, outcomes)
+        self._done(flight.batch)
+
+    async def _write_alone(self, batch: list[_Request]) -> None:
+        try:
+            await self._write(batch)
+        except Exception as exc:
+            self._give_up(batch, exc)
+            raise
+        self._done(batch)
+
+    def _give_up(self, batch: list[_Request], exc: Exception) -> None:
+        """After a bug: answer the batch with an error."""
+        error = DatabaseError(f"the write failed: {exc!r}")
+        self._answer(batch, [error] * sum(len(request.records) for request in batch))
+        self._done(batch)
+
+    async def _begin(self, batch: list[_Request], *, alone: bool) -> "_Flight":
+        records, spans = _flatten(batch)
+        run = AlertRun(per_tick=[0] * len(records))
+        if self.alerts is not None:
+            run = await self.alerts.prepare(records)
+        try:
+            transaction = await self._live.start(
+                records, run.logs, _receipts(spans, run), alone=alone
+            )
+        except BaseException:
+            run.undo()
+            raise
+        return _Flight(batch, records, spans, run, transaction)
+
+    async def _land(self, flight: "_Flight") -> list[Outcome]:
+        """Commit ``flight``, the oldest batch in flight; when it fails, roll back those
+        behind it."""
+        try:
+            ids = await self._live.finish(flight.transaction)
+        except CommitInDoubt as doubt:
+            if await self._committed_after_all(doubt.ids[0], reason_of(doubt.cause)):
+                return self._stored(doubt.ids, flight.run.per_tick)
+            failure: BaseException = doubt.cause
+        except DRIVER_ERRORS as exc:
+            failure = exc
+        else:
+            return self._stored(ids, flight.run.per_tick)
+        behind = list(self._flights)
+        self._flights.clear()
+        for later in reversed(behind):  # newest first: each undo restores what it saw
+            await self._live.abort(later.transaction)
+            later.run.undo()
+        flight.run.undo()
+        self._requeue([later.batch for later in behind])
+        return await self._failed(flight.records, flight.spans, failure)
+
+    def _requeue(self, batches: list[list[_Request]]) -> None:
+        for batch in reversed(batches):
+            for request in reversed(batch):
+                self._queue.appendleft(request)
+                self._backlog += len(request.records)
+
+    async def _abandon(self, exc: Exception) -> None:
+        """After a bug: roll back and answer every batch still in flight with an error."""
+        flights, self._flights = list(self._flights), deque()
+        for flight in reversed(flights):
+            if not flight.transaction.alone:
+                with contextlib.suppress(Exception):
+                    await self._live.abort(flight.transaction)
+            flight.run.undo()
+            self._give_up(flight.batch, exc)
+
     async def _write(self, batch: list[_Request]) -> None:
-        records = [record for request in batch for record in request.records]
-        spans: list[Span] = []
-        first = 0
-        for request in batch:
-            if request.receipt is not None:
-                spans.append((first, len(request.records), request.receipt))
-            first += len(request.records)
+        records, spans = _flatten(batch)
         if self.down is not None:
             outcomes: list[Outcome] = [
                 DatabaseUnavailable(f"database unavailable: {self.down}")
             ] * len(records)
         else:
             outcomes = await self._store(records, spans)
+        self._answer(batch, outcomes)
+
+    @staticmethod
+    def _answer(batch: list[_Request], outcomes: list[Outcome]) -> None:
         start = 0
         for request in batch:
             end = start + len(request.records)
@@ -246,19 +362,28 @@ class TickWriter:
         try:
             ids, per_tick = await self._commit(records, spans)
         except DRIVER_ERRORS as exc:
-            kind, reason = kind_of(exc), reason_of(exc)
-            if kind is Failure.ROW:
-                return await self._isolate(records, spans, reason)
-            if kind is Failure.UNAVAILABLE:
-                self._went_down(reason)
-                return [DatabaseUnavailable(f"database unavailable: {reason}")] * len(records)
-            logger.error(
-                "the database refused a write of %d ticks: %s", len(records), reason, exc_info=exc
-            )
-            return [DatabaseError(f"the database refused the write: {reason}")] * len(records)
-        self.committed += len(records)
+            return await self._failed(records, spans, exc)
+        return self._stored(ids, per_tick)
+
+    def _stored(self, ids: list[int], per_tick: list[int]) -> list[Outcome]:
+        self.committed += len(ids)
         self.batches += 1
         return [Stored(id_, alerts) for id_, alerts in zip(ids, per_tick, strict=True)]
+
+    async def _failed(
+        self, records: list[TickRecord], spans: list[Span], exc: BaseException
+    ) -> list[Outcome]:
+        """The outcomes of a batch whose write failed with ``exc`` (nothing of it stored)."""
+        kind, reason = kind_of(exc), reason_of(exc)
+        if kind is Failure.ROW:
+            return await self._isolate(records, spans, reason)
+        if kind is Failure.UNAVAILABLE:
+            self._went_down(reason)
+            return [DatabaseUnavailable(f"database unavailable: {reason}")] * len(records)
+        logger.error(
+            "the database refused a write of %d ticks: %s", len(records), reason, exc_info=exc
+        )
+        return [DatabaseError(f"the database refused the write: {reason}")] * len(records)
 
     async def _isolate(
         self, records: list[TickRecord], spans: list[Span], reason: str
@@ -292,18 +417,7 @@ class TickWriter:
         try:
             if self.alerts is not None:
                 run = await self.alerts.prepare(records)
-            receipts = [
-                ReceiptRow(
-                    receipt.key,
-                    receipt.fingerprint,
-                    receipt.source,
-                    first,
-                    count,
-                    _renderer(receipt, run.per_tick[first : first + count]),
-                )
-                for first, count, receipt in spans
-            ]
-            ids = await self._live.write(records, run.logs, receipts)
+            ids = await self._live.write(records, run.logs, _receipts(spans, run))
         except CommitInDoubt as doubt:
             if await self._committed_after_all(doubt.ids[0], reason_of(doubt.cause)):
                 return doubt.ids, run.per_tick
@@ -351,6 +465,44 @@ class TickWriter:
             self.down = None
             logger.warning("database reachable again: accepting ticks")
             return
+
+
+@dataclass
+class _Flight:
+    """A batch being written (PostgreSQL): its requests, ticks, keyed spans, alert run and
+    transaction."""
+
+    batch: list[_Request]
+    records: list[TickRecord]
+    spans: list[Span]
+    run: AlertRun
+    transaction: Transaction
+
+
+def _flatten(batch: list[_Request]) -> tuple[list[TickRecord], list[Span]]:
+    """The batch's ticks in one list, and where each keyed request's ticks are in it."""
+    records = [record for request in batch for record in request.records]
+    spans: list[Span] = []
+    first = 0
+    for request in batch:
+        if request.receipt is not None:
+            spans.append((first, len(request.records), request.receipt))
+        first += len(request.records)
+    return records, spans
+
+
+def _receipts(spans: list[Span], run: AlertRun) -> list[ReceiptRow]:
+    return [
+        ReceiptRow(
+            receipt.key,
+            receipt.fingerprint,
+            receipt.source,
+            first,
+            count,
+            _renderer(receipt, run.per_tick[first : first + count]),
+        )
+        for first, count, receipt in spans
+    ]
 
 
 def _renderer(receipt: RequestReceipt, alerts: list[int]) -> Callable[[list[int]], str]:
