@@ -169,6 +169,7 @@ class PendingReport:
     report: LiveReport
     positions: list[int]  # input position of each queued tick
     future: "asyncio.Future[list[Outcome]]"
+    response: list[str] = field(default_factory=list)  # a keyed request's, as rendered
 
     def __await__(self) -> Generator[Any, None, LiveReport]:
         return self._answer().__await__()
@@ -189,6 +190,19 @@ class PendingReport:
             raise failure  # nothing stored: the request failed, it was not "accepted: 0"
         report.rejections.sort(key=lambda rejection: rejection.position)
         return report
+
+
+@dataclass
+class _KeyedReport:
+    """A keyed request's ``PendingReport``: ``await`` it for its report, or the first one's
+    (``KeyTaken``: committed by another process, or before this one started)."""
+
+    service: "MarketDataService"
+    pending: PendingReport
+    idempotency: IdempotencyKey
+
+    def __await__(self) -> Generator[Any, None, LiveReport]:
+        return self.service._settle(self.pending, self.idempotency).__await__()
 
 
 class MarketDataService:
@@ -276,8 +290,27 @@ class MarketDataService:
         except BaseException:
             self._in_flight.discard(key)
             raise
-        # A task: the key leaves the in-flight set even if nobody awaits the answer.
-        return asyncio.ensure_future(self._settle(pending, idempotency))
+        # Settled when the writer answers, whether or not anyone awaits the report.
+        pending.future.add_done_callback(
+            lambda answer: self._settled(idempotency, pending.response, answer)
+        )
+        return _KeyedReport(self, pending, idempotency)
+
+    def _settled(
+        self,
+        idempotency: IdempotencyKey,
+        response: list[str],
+        answer: "asyncio.Future[list[Outcome]]",
+    ) -> None:
+        """The writer answered a keyed request: its key is free again, and, if its ticks were
+        committed, the response committed with them answers a retry at once."""
+        key = idempotency.key
+        self._in_flight.discard(key)
+        if answer.cancelled() or not any(isinstance(o, Stored) for o in answer.result()):
+            return
+        self._recent[key] = (idempotency.fingerprint, response[-1])
+        if len(self._recent) > RECENT_KEYS:
+            self._recent.popitem(last=False)
 
     async def _queue(
         self,
@@ -304,38 +337,34 @@ class MarketDataService:
                     continue
             positions.append(position)
         receipt = None
+        response: list[str] = []
         if idempotency is not None:
             refused = list(report.rejections)
 
             def render(ids: list[int], alerts: list[int]) -> str:
-                return _report_json(LiveReport(ids, sum(alerts), sorted(refused, key=_position)))
+                answer = LiveReport(ids, sum(alerts), sorted(refused, key=_position))
+                rendered = _report_json(answer)
+                response.append(rendered)  # the last one is what committed
+                return rendered
 
             receipt = RequestReceipt(
                 idempotency.key, idempotency.fingerprint, idempotency.source, render
             )
         future = await self.writer.submit(records, wait=wait, receipt=receipt)
-        return PendingReport(report, positions, future)
+        return PendingReport(report, positions, future, response)
 
     async def _settle(self, pending: PendingReport, idempotency: IdempotencyKey) -> LiveReport:
         key = idempotency.key
         try:
-            try:
-                report = await pending
-            except KeyTaken:
-                # Committed by another process, or before this one started.
-                stored = await self._stored_receipt(key)
-                if stored is None:
-                    raise KeyInFlight(
-                        f"a request with Idempotency-Key {key!r} is still running"
-                    ) from None
-                return _replay(idempotency, *stored)
-            if report.ids:
-                self._recent[key] = (idempotency.fingerprint, _report_json(report))
-                if len(self._recent) > RECENT_KEYS:
-                    self._recent.popitem(last=False)
-            return report
-        finally:
-            self._in_flight.discard(key)
+            return await pending
+        except KeyTaken:
+            # Committed by another process, or before this one started.
+            stored = await self._stored_receipt(key)
+            if stored is None:
+                raise KeyInFlight(
+                    f"a request with Idempotency-Key {key!r} is still running"
+                ) from None
+            return _replay(idempotency, *stored)
 
     async def store(
         self,
