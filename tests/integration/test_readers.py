@@ -140,6 +140,30 @@ async def test_a_line_with_more_fields_than_the_header_is_refused_not_cut(
     assert prices == [218.5, 219.0]
 
 
+async def test_a_line_with_fewer_fields_than_the_header_is_refused_not_filled(
+    service: MarketDataService, session_factory: Sessions, tmp_path: Path
+) -> None:
+    path = tmp_path / "ticks.csv"
+    path.write_text(
+        "symbol,timestamp,price,volume\n"
+        "AAPL,2024-08-01T09:00:00Z,218.5,300\n"
+        "AAPL,2024-08-01T09:00:01Z,218.75\n"  # cut short: its volume is not known
+        "AAPL,2024-08-01T09:00:02Z\n"
+        "AAPL,2024-08-01T09:00:03Z,219,100\n"
+    )
+
+    report = await service.ingest(read_ticks(path))
+
+    assert (report.accepted, report.rejected) == (2, 2)
+    assert [(r.position, r.reason) for r in report.rejections] == [
+        (1, "line 3: 3 fields, the header has 4: no 'volume'"),
+        (2, "line 4: 2 fields, the header has 4: no 'price', 'volume'"),
+    ]
+    async with session_factory() as session:
+        stored = (await session.execute(select(MarketData.price, MarketData.volume))).all()
+    assert sorted(stored) == [(218.5, 300), (219.0, 100)]
+
+
 async def test_an_unterminated_quote_refuses_its_line_and_keeps_the_rows_after_it(
     service: MarketDataService, session_factory: Sessions, tmp_path: Path
 ) -> None:

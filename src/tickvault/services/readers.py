@@ -72,7 +72,8 @@ def read_csv_stream(
     ``UnreadableRow`` with the reason and its line number (``ingest`` lists it with the
     other refused rows), and the lines after it are read on their own:
 
-    - more fields than the header (``AAPL,…,1,XNAS`` under a 3-column header);
+    - more fields than the header (``AAPL,…,1,XNAS`` under a 3-column header), or fewer
+      (a line cut short: a file copied while it was being written);
     - a quoted field that runs past the end of its line (an unterminated quote: tick files
       have no line breaks inside a value), which would otherwise swallow the rows after it.
     """
@@ -127,6 +128,13 @@ def _csv_rows(
             extra = ", ".join(repr(value) for value in values[width:])
             yield UnreadableRow(
                 row, f"line {line}: {len(values)} fields, the header has {width}: extra {extra}"
+            )
+            continue
+        if len(values) < width:
+            missing = ", ".join(repr(column) for column in names[len(values) :])
+            yield UnreadableRow(
+                row,
+                f"line {line}: {len(values)} fields, the header has {width}: no {missing}",
             )
             continue
         yield row
