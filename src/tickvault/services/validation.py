@@ -1,6 +1,7 @@
 """Checks on one incoming tick: what makes a row storable, with the reason when it is not."""
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,9 @@ PRICE_LIMIT = 99_999_999.9999
 PRICE_FIELDS = ("price", "bid", "ask", "open_price", "high_price", "low_price")
 TICK_FIELDS = frozenset(("instrument_id", "symbol", "timestamp", *PRICE_FIELDS, "volume"))
 MAX_VOLUME = 2**63 - 1
+# How an ISO 8601 date and time with a zone ends (Python's parser also takes offsets with
+# seconds, and ignores some text after an offset: "…+00:00,219" would lose its ",219").
+_ZONE_AT_END = re.compile(r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")
 
 
 class RowError(ValueError):
@@ -136,10 +140,17 @@ def _timestamp(value: Any) -> datetime:
     if value in (None, ""):
         raise RowError("timestamp is missing")
     if isinstance(value, str):
+        text = value.strip()
         try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             raise RowError(f"timestamp {value!r} is not an ISO 8601 date and time") from None
+        if parsed.tzinfo is not None and not _ZONE_AT_END.search(text):
+            raise RowError(
+                f"timestamp {value!r} is not an ISO 8601 date and time (its zone is not "
+                "Z or ±hh:mm at the end)"
+            )
+        value = parsed
     if not isinstance(value, datetime):
         raise RowError(f"timestamp {value!r} is not a date and time")
     if value.tzinfo is None or value.utcoffset() is None:
