@@ -18,6 +18,7 @@ Every error is a ``TickvaultError``, so a caller can catch the whole family at o
     │   └── KeyReused           an Idempotency-Key sent again with another request
     ├── MigrationError          a migration cannot run (unknown revision, data that would not fit)
     ├── ConfirmationRequired    it would destroy data: says what, and waits for a yes
+    ├── NotAcceptable           an answer that cannot be given in the format asked for
     └── UnknownTableError       a table name that is not in the database's catalog
 
 Database driver errors are translated at the boundary with ``raise ... from exc``, so the
@@ -58,6 +59,11 @@ class ConfirmationRequired(TickvaultError):
     """An operation would destroy data (a downgrade dropping tables or columns that hold
     rows, a large purge) and was not confirmed; the message says what, and nothing was
     changed. Commands that raise it take ``--yes``."""
+
+
+class NotAcceptable(TickvaultError):
+    """An answer that cannot be given in the format asked for (an HTTP ``Accept`` the API
+    does not speak, Arrow output without pyarrow installed, a value Arrow cannot hold)."""
 
 
 class UnknownTableError(TickvaultError):

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key's receipt is kept (and a retry answered from it); `tickvault
     # purge` removes older ones. File loads' receipts are kept for good.
     idempotency_key_hours: float = Field(default=24.0, gt=0)
+    # Rows per Arrow record batch (one keyset page read from the database) in the API's Arrow
+    # and Parquet answers and in `tickvault export`: memory holds about one batch.
+    export_batch_rows: int = Field(default=65_536, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -3,17 +3,19 @@
 Every read here leaves soft-deleted rows out (the session's filter) unless asked for.
 """
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal, overload
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import DateTime, Select, String, and_, func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from tickvault.database.session import INCLUDE_DELETED
 from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
+from tickvault.repositories import columns
 from tickvault.repositories.bars import Bar, ohlcv_query, parse_interval
 from tickvault.repositories.base import (
     Page,
@@ -27,6 +29,7 @@ from tickvault.repositories.base import (
 
 # A position in (timestamp, id) order: where the next page of a range starts.
 RangeCursor = tuple[datetime, int]
+BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class MarketDataRepository:
         # One row per instrument: ordered here, so the plan has no sort step at all.
         return sorted(await self.session.scalars(query), key=lambda tick: tick.instrument_id)
 
+    @overload
     async def range(
         self,
         instrument_id: int,
@@ -99,23 +103,123 @@ class MarketDataRepository:
         limit: int = 1000,
         after: RangeCursor | None = None,
         include_deleted: bool = False,
-    ) -> Page[MarketData, RangeCursor]:
-        """Ticks with ``start <= timestamp < end`` in time order, a page at a time."""
-        query = _in_range(select(MarketData), instrument_id, start, end)
-        if after is not None:
-            after_ts, after_id = after
-            query = query.where(
-                or_(
-                    MarketData.timestamp > after_ts,
-                    and_(MarketData.timestamp == after_ts, MarketData.id > after_id),
-                )
+        as_arrow: Literal[False] = False,
+    ) -> Page[MarketData, RangeCursor]: ...
+
+    @overload
+    async def range(
+        self,
+        instrument_id: int,
+        start: datetime,
+        end: datetime,
+        *,
+        after: RangeCursor | None = None,
+        include_deleted: bool = False,
+        as_arrow: Literal[True],
+    ) -> Any: ...
+
+    async def range(
+        self,
+        instrument_id: int,
+        start: datetime,
+        end: datetime,
+        *,
+        limit: int = 1000,
+        after: RangeCursor | None = None,
+        include_deleted: bool = False,
+        as_arrow: bool = False,
+    ) -> Any:
+        """Ticks with ``start <= timestamp < end`` in time order, a page at a time; with
+        ``as_arrow=True`` all of them (after ``after``) as one ``pyarrow.Table``::
+
+            table = await repo.range(1, start, end, as_arrow=True)
+            frame = tickvault.frames.to_pandas(table)
+        """
+        if as_arrow:
+            batches = self.range_batches(
+                instrument_id, start, end, after=after, include_deleted=include_deleted
             )
+            pa = columns.arrow()
+            return pa.Table.from_batches(
+                [batch async for batch in batches], schema=columns.tick_schema()
+            )
+        query = _after(_in_range(select(MarketData), instrument_id, start, end), after)
         query = (
             query.order_by(MarketData.timestamp, MarketData.id)
             .limit(check_limit(limit) + 1)
             .execution_options(**{INCLUDE_DELETED: include_deleted})
         )
         return await fetch_page(self.session, query, limit, _by_time)
+
+    async def range_batches(
+        self,
+        instrument_id: int,
+        start: datetime,
+        end: datetime,
+        *,
+        after: RangeCursor | None = None,
+        include_deleted: bool = False,
+        batch_rows: int = BATCH_ROWS,
+    ) -> AsyncIterator[Any]:
+        """The ticks of ``range`` as Arrow record batches of at most ``batch_rows`` rows, each
+        one keyset page read from the database: memory holds one page, however long the
+        range. An empty range yields nothing (``columns.tick_schema()`` is the schema)."""
+        dialect = (await self.session.connection()).dialect.name
+        # The timestamps as the driver returns them (SQLite's text, asyncpg's datetimes),
+        # for Arrow to read in bulk, not through UTCDateTime one value at a time.
+        raw = String() if dialect == "sqlite" else DateTime(timezone=True)
+        selected = [
+            type_coerce(column, raw) if column.key in ("timestamp", "deleted_at") else column
+            for column in (getattr(MarketData, name) for name in columns.TICK_COLUMNS)
+        ]
+        base = _in_range(select(*selected), instrument_id, start, end)
+        if not include_deleted:
+            base = base.where(MarketData.deleted_at.is_(None))
+        base = base.order_by(MarketData.timestamp, MarketData.id).execution_options(
+            **{INCLUDE_DELETED: True}  # the filter is written out above
+        )
+        check_batch(batch_rows)
+        while True:
+            result = await self.session.execute(_after(base, after).limit(batch_rows))
+            rows = result.all()
+            if not rows:
+                return
+            yield columns.tick_batch(rows, timestamps_as_text=dialect == "sqlite")
+            if len(rows) < batch_rows:
+                return
+            last = rows[-1]
+            after = (columns.stored_instant(last[2]), int(last[0]))
+
+    async def count(self, instrument_id: int, start: datetime, end: datetime) -> int:
+        """How many ticks ``range`` gives (soft-deleted ones left out): one index scan."""
+        query = _in_range(select(func.count()), instrument_id, start, end).where(
+            MarketData.deleted_at.is_(None)
+        )
+        return int(await self.session.scalar(query) or 0)
+
+    @overload
+    async def ohlcv(
+        self,
+        instrument_id: int,
+        interval: str,
+        start: datetime,
+        end: datetime,
+        *,
+        limit: int | None = None,
+        as_arrow: Literal[False] = False,
+    ) -> list[Bar]: ...
+
+    @overload
+    async def ohlcv(
+        self,
+        instrument_id: int,
+        interval: str,
+        start: datetime,
+        end: datetime,
+        *,
+        limit: int | None = None,
+        as_arrow: Literal[True],
+    ) -> Any: ...
 
     async def ohlcv(
         self,
@@ -125,14 +229,16 @@ class MarketDataRepository:
         end: datetime,
         *,
         limit: int | None = None,
-    ) -> list[Bar]:
+        as_arrow: bool = False,
+    ) -> Any:
         """Bars of ``interval`` (1s, 1m, 5m, 15m, 1h, 1d, …) computed in SQL; the first
-        ``limit`` of them if given."""
+        ``limit`` of them if given; with ``as_arrow=True`` as a ``pyarrow.Table``."""
         seconds = parse_interval(interval)
         dialect = (await self.session.connection()).dialect.name
         query = ohlcv_query(dialect, instrument_id, seconds, start, end)
         result = await self.session.execute(query if limit is None else query.limit(limit))
-        return [Bar.from_row(row, seconds) for row in result.mappings()]
+        bars = [Bar.from_row(row, seconds) for row in result.mappings()]
+        return columns.bar_table(bars) if as_arrow else bars
 
     async def soft_delete(self, tick_id: int) -> MarketData:
         tick = await self.get(tick_id, include_deleted=True)
@@ -159,8 +265,8 @@ class MarketDataRepository:
 
 
 def _in_range(
-    query: Select[MarketData], instrument_id: int, start: datetime, end: datetime
-) -> Select[MarketData]:
+    query: Select[Any], instrument_id: int, start: datetime, end: datetime
+) -> Select[Any]:
     if end <= start:
         raise ValidationError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
     return query.where(
@@ -168,6 +274,24 @@ def _in_range(
         MarketData.timestamp >= start,
         MarketData.timestamp < end,
     )
+
+
+def _after(query: Select[Any], after: RangeCursor | None) -> Select[Any]:
+    """Rows after ``after`` in (timestamp, id) order."""
+    if after is None:
+        return query
+    after_ts, after_id = after
+    return query.where(
+        or_(
+            MarketData.timestamp > after_ts,
+            and_(MarketData.timestamp == after_ts, MarketData.id > after_id),
+        )
+    )
+
+
+def check_batch(rows: int) -> None:
+    if rows < 1:
+        raise ValidationError(f"batch_rows must be at least 1, got {rows}")
 
 
 def _by_time(row: MarketData) -> RangeCursor:

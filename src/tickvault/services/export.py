@@ -1,0 +1,146 @@
+"""Ticks and bars out as Arrow: an IPC stream or Parquet, encoded a record batch at a time.
+
+The HTTP API streams ``encode(...)``'s chunks as they come; ``export_range`` writes a file
+(``tickvault export``). Either way memory holds about one batch, however long the range::
+
+    report = await export_range(sessions, 1, start, end, Path("aapl.parquet"))
+"""
+
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tickvault.errors import NotAcceptable, ValidationError
+from tickvault.repositories import columns
+from tickvault.repositories.instruments import InstrumentRepository
+from tickvault.repositories.market_data import BATCH_ROWS, MarketDataRepository
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+PARQUET = "application/vnd.apache.parquet"
+FILE_FORMATS = {".parquet": PARQUET, ".arrow": ARROW_STREAM}
+
+
+class _Chunks:
+    """A write-only file that hands back what was written since the last ``take()``."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._position = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        chunk = b"".join(self._parts)
+        self._parts.clear()
+        return chunk
+
+
+def writer(sink: Any, schema: Any, media_type: str) -> Any:
+    """An Arrow IPC stream writer or a Parquet writer on ``sink`` (a path or a file)."""
+    pa = columns.arrow()
+    if media_type == PARQUET:
+        import pyarrow.parquet as pq
+
+        return pq.ParquetWriter(sink, schema)
+    if media_type == ARROW_STREAM:
+        return pa.ipc.new_stream(sink, schema)
+    raise NotAcceptable(f"no Arrow writer for {media_type}")
+
+
+async def encode(
+    batches: AsyncIterator[Any], schema: Any, media_type: str
+) -> AsyncGenerator[bytes, None]:
+    """``batches`` as the bytes of one IPC stream or Parquet file, a chunk per batch (a
+    Parquet row group each); an empty input still gives a whole, readable stream or file."""
+    sink = _Chunks()
+    out = writer(sink, schema, media_type)
+    try:
+        async for batch in batches:
+            out.write_batch(batch)
+            if chunk := sink.take():
+                yield chunk
+    finally:
+        out.close()
+    yield sink.take()
+
+
+async def resolve_instrument(session: AsyncSession, instrument: str) -> int:
+    """``"AAPL"`` or ``"1"`` → the instrument's id (``NotFoundError`` if there is none)."""
+    repository = InstrumentRepository(session)
+    if instrument.isdigit():
+        return (await repository.get(int(instrument))).id
+    return (await repository.get_by_symbol(instrument)).id
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    rows: int
+    instrument_id: int
+
+
+async def export_range(
+    session_factory: async_sessionmaker[AsyncSession],
+    instrument: str,
+    start: datetime,
+    end: datetime,
+    path: Path,
+    *,
+    batch_rows: int = BATCH_ROWS,
+    on_total: Callable[[int], None] | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> ExportReport:
+    """Write the instrument's ticks in ``[start, end)`` to ``path`` (``.parquet``, or
+    ``.arrow`` for an Arrow IPC stream), soft-deleted ticks left out.
+
+    The file appears whole or not at all: it is written beside as ``<path>.partial`` and
+    renamed once complete. ``on_total(n)`` hears the row count first, ``on_rows(k)`` each
+    batch written.
+    """
+    media_type = FILE_FORMATS.get(path.suffix.lower())
+    if media_type is None:
+        raise ValidationError(f"{path}: expected a .parquet or .arrow file name")
+    if end <= start:
+        raise ValidationError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
+    partial = path.with_name(path.name + ".partial")
+    rows = 0
+    async with session_factory.begin() as session:
+        instrument_id = await resolve_instrument(session, instrument)
+        if on_total is not None:
+            on_total(await MarketDataRepository(session).count(instrument_id, start, end))
+        out = writer(str(partial), columns.tick_schema(), media_type)
+        try:
+            batches = MarketDataRepository(session).range_batches(
+                instrument_id, start, end, batch_rows=batch_rows
+            )
+            async for batch in batches:
+                out.write_batch(batch)
+                rows += batch.num_rows
+                if on_rows is not None:
+                    on_rows(batch.num_rows)
+            out.close()
+        except BaseException:
+            out.close()
+            partial.unlink(missing_ok=True)
+            raise
+    os.replace(partial, path)
+    return ExportReport(path, rows, instrument_id)
