@@ -22,6 +22,7 @@ from tickvault.errors import (
     DatabaseError,
     DatabaseUnavailable,
     MigrationError,
+    NotAcceptable,
     NotFoundError,
     StillReferenced,
     TickvaultError,
@@ -33,6 +34,7 @@ from tickvault.errors import (
 STATUS_OF: list[tuple[type[TickvaultError], int]] = [
     (NotFoundError, status.HTTP_404_NOT_FOUND),
     (UnknownTableError, status.HTTP_404_NOT_FOUND),
+    (NotAcceptable, status.HTTP_406_NOT_ACCEPTABLE),
     (ValidationError, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (ConflictError, status.HTTP_409_CONFLICT),
     (StillReferenced, status.HTTP_409_CONFLICT),

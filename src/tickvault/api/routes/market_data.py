@@ -5,6 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Header, Path, Query, Request, Response, UploadFile
 
+from tickvault.api.columnar import COLUMNAR_RESPONSES, stream_table, stream_ticks
+from tickvault.api.negotiation import JSON, negotiate
 from tickvault.api.responses import COMMON, NOT_FOUND, TOO_LARGE
 from tickvault.api.routes._paging import (
     Cursor,
@@ -30,6 +32,8 @@ from tickvault.api.security import READ, WRITE
 from tickvault.api.tick_csv import TICK_CSV, TICK_CSV_PATTERN, TICK_CSV_RULE
 from tickvault.errors import ValidationError
 from tickvault.monitoring.metrics import iso_utc
+from tickvault.repositories.bars import Bar
+from tickvault.repositories.columns import bar_table
 from tickvault.repositories.market_data import MarketDataRepository
 from tickvault.services.market_data import IdempotencyKey, LiveReport
 from tickvault.services.readers import read_csv_stream
@@ -150,8 +154,9 @@ async def latest(
         return [TickOut.model_validate(t) for t in ticks]
 
 
-@router.get("/range", dependencies=READ)
+@router.get("/range", dependencies=READ, response_model=Page[TickOut], responses=COLUMNAR_RESPONSES)
 async def tick_range(
+    request: Request,
     runtime: RuntimeDep,
     instrument_id: InstrumentQuery,
     start: Start,
@@ -159,9 +164,24 @@ async def tick_range(
     limit: Limit = 1000,
     cursor: TimeCursor = None,
     include_deleted: bool = False,
-) -> Page[TickOut]:
+) -> Page[TickOut] | Response:
     """An instrument's ticks in time order, `start <= timestamp < end`, a page at a time
-    (none when `end` is not after `start`)."""
+    (none when `end` is not after `start`).
+
+    With `Accept: application/vnd.apache.arrow.stream` (or `application/vnd.apache.parquet`)
+    the whole range after `cursor` comes as one Arrow stream (Parquet file), streamed a
+    keyset page at a time; `limit` pages JSON only."""
+    media_type = negotiate(request.headers.get("accept"))
+    if media_type != JSON:
+        return await stream_ticks(
+            runtime,
+            media_type,
+            instrument_id,
+            start,
+            end,
+            after=time_cursor(cursor),
+            include_deleted=include_deleted,
+        )
     if end <= start:
         return Page(items=[], next_cursor=None)
     async with runtime.transaction() as session:
@@ -176,7 +196,12 @@ async def tick_range(
         return page_of(TickOut, page)
 
 
-@router.get("/ohlcv", dependencies=READ, responses={200: {"headers": MORE_BARS}})
+@router.get(
+    "/ohlcv",
+    dependencies=READ,
+    response_model=list[BarOut],
+    responses={**COLUMNAR_RESPONSES, 200: {**COLUMNAR_RESPONSES[200], "headers": MORE_BARS}},
+)
 async def ohlcv(
     request: Request,
     response: Response,
@@ -185,20 +210,28 @@ async def ohlcv(
     interval: Interval,
     start: Start,
     end: End,
-) -> list[BarOut]:
+) -> list[BarOut] | Response:
     """OHLCV bars (open, high, low, close, volume, VWAP, tick count), computed in SQL, for
     the buckets that hold ticks (none when `end` is not after `start`). At most 100,000 per
-    answer: the `Link` header then gives the request for the rest."""
-    if end <= start:
-        return []
-    async with runtime.transaction() as session:
-        bars = await MarketDataRepository(session).ohlcv(
-            instrument_id, interval, start, end, limit=MAX_BARS + 1
-        )
+    answer: the `Link` header then gives the request for the rest. As JSON, an Arrow stream
+    or Parquet, by `Accept` (as `/market-data/range`)."""
+    media_type = negotiate(request.headers.get("accept"))
+    bars: list[Bar] = []
+    if end > start:
+        async with runtime.transaction() as session:
+            bars = await MarketDataRepository(session).ohlcv(
+                instrument_id, interval, start, end, limit=MAX_BARS + 1
+            )
+    link = {}
     if len(bars) > MAX_BARS:
         bars = bars[:MAX_BARS]
         rest = request.url.include_query_params(start=iso_utc(bars[-1].end))
-        response.headers["Link"] = f'<{rest}>; rel="next"'
+        link["Link"] = f'<{rest}>; rel="next"'
+    if media_type != JSON:
+        streamed = await stream_table(runtime, media_type, bar_table(bars))
+        streamed.headers.update(link)
+        return streamed
+    response.headers.update(link)
     return [BarOut.model_validate(bar) for bar in bars]
 
 
