@@ -5,6 +5,7 @@
     tickvault seed                                     demo instruments and alert rules
     tickvault simulate                                 a random-walk feed
     tickvault ingest FILE                              load a CSV / Parquet file
+    tickvault export --instrument … --start … --end … FILE   ticks to Parquet / Arrow
     tickvault purge --older-than 30d [--dry-run]       hard-delete old soft-deleted rows
     tickvault monitor                                  a live view of a running service
     tickvault analyze TABLE                            a table's size and index usage
@@ -17,6 +18,7 @@ Every command that opens the database reads ``TICKVAULT_DATABASE_URL`` and takes
 import typer
 
 from tickvault.cli import bench, data, service
+from tickvault.cli import export as export_commands
 from tickvault.cli import monitor as monitor_commands
 from tickvault.cli.db import db_app
 
@@ -28,6 +30,7 @@ app = typer.Typer(
 app.add_typer(db_app, name="db")
 service.register(app)
 data.register(app)
+export_commands.register(app)
 monitor_commands.register(app)
 bench.register(app)
 
