@@ -4,6 +4,7 @@ line naming what is wrong, and leave no file behind."""
 
 import io
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,10 @@ def test_an_export_cut_short_leaves_no_file(
     pages = MarketDataRepository.range_batches
 
     async def one_batch_then_gone(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        async for batch in pages(self, *args, **kwargs):
-            yield batch
-            raise DatabaseUnavailable("database unavailable: connection lost")
+        async with aclosing(pages(self, *args, **kwargs)) as batches:
+            async for batch in batches:
+                yield batch
+                raise DatabaseUnavailable("database unavailable: connection lost")
 
     monkeypatch.setattr(MarketDataRepository, "range_batches", one_batch_then_gone)
     out = tmp_path / "exports" / "aapl.parquet"

@@ -7,6 +7,7 @@ Parquet reader reports as an incomplete stream, never as a shorter answer.
 """
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
@@ -61,8 +62,9 @@ async def stream_ticks(
                 if end > start
                 else _no_batches()
             )
-            async for chunk in encode(batches, schema, media_type):
-                yield chunk
+            async with aclosing(batches), aclosing(encode(batches, schema, media_type)) as out:
+                async for chunk in out:
+                    yield chunk
 
     return await _streamed(chunks(), media_type)
 
@@ -78,7 +80,7 @@ async def stream_table(runtime: Runtime, media_type: str, table: Any) -> Streami
     return await _streamed(encode(each(), table.schema, media_type), media_type)
 
 
-async def _no_batches() -> AsyncIterator[Any]:
+async def _no_batches() -> AsyncGenerator[Any, None]:
     return
     yield  # an async generator that yields nothing
 

@@ -3,12 +3,13 @@
 Every read here leaves soft-deleted rows out (the session's filter) unless asked for.
 """
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, overload
 
 from sqlalchemy import DateTime, Select, String, and_, func, or_, select, type_coerce
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -160,7 +161,7 @@ class MarketDataRepository:
         after: RangeCursor | None = None,
         include_deleted: bool = False,
         batch_rows: int = BATCH_ROWS,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The ticks of ``range`` as Arrow record batches of at most ``batch_rows`` rows, each
         one keyset page read from the database: memory holds one page, however long the
         range. An empty range yields nothing (``columns.tick_schema()`` is the schema)."""
@@ -175,13 +176,13 @@ class MarketDataRepository:
         base = _in_range(select(*selected), instrument_id, start, end)
         if not include_deleted:
             base = base.where(MarketData.deleted_at.is_(None))
-        base = base.order_by(MarketData.timestamp, MarketData.id).execution_options(
-            **{INCLUDE_DELETED: True}  # the filter is written out above
-        )
+        base = base.order_by(MarketData.timestamp, MarketData.id)
         check_batch(batch_rows)
+        # The driver's own tuples (neither ORM objects nor Row objects): the session's
+        # connection, its transaction.
+        connection = await self.session.connection()
         while True:
-            result = await self.session.execute(_after(base, after).limit(batch_rows))
-            rows = result.all()
+            rows = await connection.run_sync(_driver_rows, _after(base, after).limit(batch_rows))
             if not rows:
                 return
             yield columns.tick_batch(rows, timestamps_as_text=dialect == "sqlite")
@@ -287,6 +288,14 @@ def _after(query: Select[Any], after: RangeCursor | None) -> Select[Any]:
             and_(MarketData.timestamp == after_ts, MarketData.id > after_id),
         )
     )
+
+
+def _driver_rows(connection: Connection, query: Select[Any]) -> list[Any]:
+    result = connection.execute(query)
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
 
 
 def check_batch(rows: int) -> None:

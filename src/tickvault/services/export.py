@@ -8,6 +8,7 @@ The HTTP API streams ``encode(...)``'s chunks as they come; ``export_range`` wri
 
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -128,15 +129,16 @@ async def export_range(
         if on_total is not None:
             on_total(await MarketDataRepository(session).count(instrument_id, start, end))
         out = writer(str(partial), columns.tick_schema(), media_type)
+        batches = MarketDataRepository(session).range_batches(
+            instrument_id, start, end, batch_rows=batch_rows
+        )
         try:
-            batches = MarketDataRepository(session).range_batches(
-                instrument_id, start, end, batch_rows=batch_rows
-            )
-            async for batch in batches:
-                out.write_batch(batch)
-                rows += batch.num_rows
-                if on_rows is not None:
-                    on_rows(batch.num_rows)
+            async with aclosing(batches):
+                async for batch in batches:
+                    out.write_batch(batch)
+                    rows += batch.num_rows
+                    if on_rows is not None:
+                        on_rows(batch.num_rows)
             out.close()
         except BaseException:
             out.close()
