@@ -37,11 +37,11 @@ _TIMESTAMP = {
 _PRICE = "round(10 + (n * 7919 % 9900000) / 10000.0, 4)"
 
 
-def _tick_fill(dialect: str) -> str:
+def _tick_fill(dialect: str, instruments: int = INSTRUMENTS) -> str:
     return (
         "INSERT INTO market_data (instrument_id, timestamp, price, bid, ask, volume, "
         "created_at, updated_at) "
-        f"SELECT 1 + n % {INSTRUMENTS}, {_TIMESTAMP[dialect]}, {_PRICE}, {_PRICE} - 0.01, "
+        f"SELECT 1 + n % {instruments}, {_TIMESTAMP[dialect]}, {_PRICE}, {_PRICE} - 0.01, "
         f"{_PRICE} + 0.01, 1 + n * 31 % 10000, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP "
         f"FROM ({_SEQUENCE[dialect]}) AS s"
     )
@@ -87,6 +87,30 @@ async def fill(url: str, rows: int, chunk: int = 250_000) -> None:
             async with engine.connect() as connection:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
                 await connection.execute(text("VACUUM ANALYZE"))
+    finally:
+        await engine.dispose()
+
+
+async def fill_one_instrument(url: str, rows: int, chunk: int = 250_000) -> None:
+    """One instrument (id 1, ``S01``) and ``rows`` ticks of it, 10 ms apart, in SQL; the
+    database at head."""
+    engine = create_engine(url)
+    try:
+        dialect = engine.dialect.name
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("INSERT INTO instruments (id, symbol, name) VALUES (1, 'S01', 'S01')")
+            )
+        for first in range(0, rows, chunk):
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text(_tick_fill(dialect, instruments=1)),
+                    {"first": first, "last": min(first + chunk, rows) - 1},
+                )
+        if dialect == "postgresql":
+            async with engine.connect() as connection:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await connection.execute(text("VACUUM ANALYZE market_data"))
     finally:
         await engine.dispose()
 
