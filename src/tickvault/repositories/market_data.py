@@ -283,10 +283,14 @@ def _after(query: Select[Any], after: RangeCursor | None) -> Select[Any]:
         return query
     after_ts, after_id = after
     return query.where(
+        # Redundant with the OR below, but the index range can start here: without it
+        # SQLite walks (instrument_id, timestamp, id) from the range's start on every page
+        # and filters, so reading a range costs pages squared.
+        MarketData.timestamp >= after_ts,
         or_(
             MarketData.timestamp > after_ts,
             and_(MarketData.timestamp == after_ts, MarketData.id > after_id),
-        )
+        ),
     )
 
 
