@@ -40,7 +40,8 @@ def export(
     file: Annotated[
         Path,
         typer.Argument(
-            help="The file to write: .parquet, or .arrow (Arrow IPC stream).", show_default=False
+            help="The file to write: .parquet, or .arrow (Arrow IPC file, Feather v2).",
+            show_default=False,
         ),
     ],
     instrument: Annotated[

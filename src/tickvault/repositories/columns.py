@@ -34,7 +34,7 @@ def arrow() -> Any:
     """The ``pyarrow`` module, or a clear error saying how to install it."""
     try:
         import pyarrow
-    except ImportError as exc:  # pragma: no cover - depends on the install
+    except ImportError as exc:
         raise NotAcceptable(
             "Arrow and Parquet output need pyarrow: pip install 'tickvault[arrow]'"
         ) from exc

@@ -22,8 +22,9 @@ from tickvault.repositories.instruments import InstrumentRepository
 from tickvault.repositories.market_data import BATCH_ROWS, MarketDataRepository
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+ARROW_FILE = "application/vnd.apache.arrow.file"  # the IPC file format (Feather v2)
 PARQUET = "application/vnd.apache.parquet"
-FILE_FORMATS = {".parquet": PARQUET, ".arrow": ARROW_STREAM}
+FILE_FORMATS = {".parquet": PARQUET, ".arrow": ARROW_FILE}
 
 
 class _Chunks:
@@ -56,7 +57,8 @@ class _Chunks:
 
 
 def writer(sink: Any, schema: Any, media_type: str) -> Any:
-    """An Arrow IPC stream writer or a Parquet writer on ``sink`` (a path or a file)."""
+    """A Parquet, Arrow IPC stream or Arrow IPC file writer on ``sink`` (a path or a
+    file)."""
     pa = columns.arrow()
     if media_type == PARQUET:
         import pyarrow.parquet as pq
@@ -64,6 +66,8 @@ def writer(sink: Any, schema: Any, media_type: str) -> Any:
         return pq.ParquetWriter(sink, schema)
     if media_type == ARROW_STREAM:
         return pa.ipc.new_stream(sink, schema)
+    if media_type == ARROW_FILE:
+        return pa.ipc.new_file(sink, schema)
     raise NotAcceptable(f"no Arrow writer for {media_type}")
 
 
@@ -111,7 +115,7 @@ async def export_range(
     on_rows: Callable[[int], None] | None = None,
 ) -> ExportReport:
     """Write the instrument's ticks in ``[start, end)`` to ``path`` (``.parquet``, or
-    ``.arrow`` for an Arrow IPC stream), soft-deleted ticks left out.
+    ``.arrow`` for an Arrow IPC file), soft-deleted ticks left out.
 
     The file appears whole or not at all: it is written beside as ``<path>.partial`` and
     renamed once complete. ``on_total(n)`` hears the row count first, ``on_rows(k)`` each
