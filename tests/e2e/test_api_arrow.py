@@ -240,3 +240,25 @@ def test_openapi_documents_the_arrow_types_and_the_406(client: TestClient) -> No
         }
         assert "406" in responses
     assert "Link" in paths["/market-data/ohlcv"]["get"]["responses"]["200"]["headers"]
+
+
+def test_bars_whose_volume_arrow_cannot_hold_are_a_406_json_still_exact(
+    client: TestClient,
+) -> None:
+    add_instrument(client, "AAPL")
+    big = 2**63 - 1  # the largest volume a tick may have
+    post_ticks(client, [
+        {"symbol": "AAPL", "timestamp": iso(T0), "price": 1.0, "volume": big},
+        {"symbol": "AAPL", "timestamp": iso(T0 + timedelta(milliseconds=5)), "price": 2.0,
+         "volume": big},
+    ])  # fmt: skip
+    params = {"instrument_id": 1, **WINDOW, "interval": "1s"}
+    assert [bar["volume"] for bar in client.get("/market-data/ohlcv", params=params).json()] == [
+        2 * big
+    ]
+    response = client.get("/market-data/ohlcv", params=params, headers={"Accept": ARROW})
+    assert response.status_code == 406
+    assert response.json() == {
+        "detail": f"the bar at {T0.isoformat()} holds a volume of {2 * big}, past Arrow's "
+        "int64: ask for these bars as JSON (application/json)"
+    }
