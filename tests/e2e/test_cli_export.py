@@ -87,6 +87,11 @@ def test_export_writes_the_json_range_to_parquet_and_arrow(head_url: str, tmp_pa
             {"--end": START},
             "end (2024-05-06T12:30:00+00:00) must be after start (2024-05-06T12:30:00+00:00)",
         ),
+        (
+            {"--start": "2024-05-06T00:00:00+01:00:30"},
+            "--start '2024-05-06T00:00:00+01:00:30' is not an ISO 8601 date and time (its "
+            "zone is not Z or ±hh:mm at the end)",
+        ),
         ({"--instrument": "NOPE"}, "instrument 'NOPE' not found"),
         ({"--instrument": "77"}, "instrument 77 not found"),
         ({"FILE": "ticks.csv"}, "ticks.csv: expected a .parquet or .arrow file name"),

@@ -20,6 +20,7 @@ from tickvault.cli._common import DatabaseUrl, console, friendly_errors, opened
 from tickvault.errors import ValidationError
 from tickvault.repositories.market_data import BATCH_ROWS
 from tickvault.services.export import export_range
+from tickvault.services.validation import ZONE_AT_END
 
 
 def parse_instant(text: str, option: str) -> datetime:
@@ -33,6 +34,11 @@ def parse_instant(text: str, option: str) -> datetime:
         ) from None
     if when.tzinfo is None or when.utcoffset() is None:
         raise ValidationError(f"{option} {text!r} has no time zone: add Z or an offset (+02:00)")
+    if not ZONE_AT_END.search(text.strip()):  # as ticks' timestamps: no offset with seconds
+        raise ValidationError(
+            f"{option} {text!r} is not an ISO 8601 date and time (its zone is not Z or "
+            "±hh:mm at the end)"
+        )
     return when.astimezone(UTC)
 
 

@@ -14,7 +14,7 @@ TICK_FIELDS = frozenset(("instrument_id", "symbol", "timestamp", *PRICE_FIELDS, 
 MAX_VOLUME = 2**63 - 1
 # How an ISO 8601 date and time with a zone ends (Python's parser also takes offsets with
 # seconds, and ignores some text after an offset: "…+00:00,219" would lose its ",219").
-_ZONE_AT_END = re.compile(r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")
+ZONE_AT_END = re.compile(r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")
 
 
 class RowError(ValueError):
@@ -145,7 +145,7 @@ def _timestamp(value: Any) -> datetime:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise RowError(f"timestamp {value!r} is not an ISO 8601 date and time") from None
-        if parsed.tzinfo is not None and not _ZONE_AT_END.search(text):
+        if parsed.tzinfo is not None and not ZONE_AT_END.search(text):
             raise RowError(
                 f"timestamp {value!r} is not an ISO 8601 date and time (its zone is not "
                 "Z or ±hh:mm at the end)"
