@@ -46,6 +46,19 @@ def test_partition_and_unpartition(database_url: str) -> None:
     assert code == 1
     assert err.startswith("error: market_data is already partitioned by 1mo; run `tickvault db")
 
+    code, out, err = tickvault("purge", "--older-than", "0d", "--dry-run", *url)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("market_data partitions wholly before ")
+    assert lines[0].endswith(": would drop 3 (3,000 rows)")
+    assert [line.split(" [")[0] for line in lines[1:4]] == [
+        f"  {name}" for name in partitions(database_url)[:3]
+    ]
+    assert "will need --yes" not in out  # 3,000 rows: under the default --confirm-above
+    code, out, err = tickvault("purge", "--older-than", "0d", "--confirm-above", "100", *url)
+    assert code == 1
+    assert "market_data partitions: 3,000), more than 100; nothing was deleted" in err
+
     code, out, err = tickvault("db", "unpartition", *url)
     assert (code, out.strip()) == (0, "market_data is one table again: 3,000 rows copied"), err
     code, _, err = tickvault("db", "unpartition", *url)
@@ -55,3 +68,21 @@ def test_partition_and_unpartition(database_url: str) -> None:
         lambda c: tuple(c.execute(sa.text("SELECT count(*), sum(price) FROM market_data")).one()),
     )
     assert total == (3000, sum(range(1, 3001)))
+
+    # Partitioned again, a purge with --yes drops the three past months.
+    assert tickvault("db", "partition", "--interval", "1mo", *url)[0] == 0
+    code, out, err = tickvault("purge", "--older-than", "0d", "--yes", *url)
+    assert code == 0, err
+    assert out.splitlines()[0].endswith(": dropped 3 (3,000 rows)")
+    assert run_on(database_url, lambda c: c.scalar(sa.text(COUNT))) == 0
+
+
+COUNT = "SELECT count(*) FROM market_data"
+
+
+def partitions(url: str) -> list[str]:
+    query = (
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'market_data'::regclass AND c.relname <> 'market_data_default'"
+    )
+    return sorted(run_on(url, lambda c: list(c.execute(sa.text(query)).scalars())))

@@ -217,8 +217,39 @@ def expired(layout: Layout, cutoff: datetime) -> list[Partition]:
     return [p for p in layout.partitions if p.upper is not None and p.upper <= cutoff]
 
 
-async def drop(connection: AsyncConnection, partition: Partition) -> None:
-    """Detach ``partition`` and drop it (ACCESS EXCLUSIVE on market_data, catalog work
-    only: an instant once granted)."""
+async def detach(connection: AsyncConnection, partition: Partition) -> None:
+    """Detach ``partition`` (ACCESS EXCLUSIVE on market_data, catalog work only: an instant
+    once granted) and mark it: a purge stopped before its DROP leaves a marked table,
+    which the next purge finds (``detached``) and drops."""
+    assert partition.lower is not None
+    assert partition.upper is not None
+    mark = f"{DETACHED} from {partition.lower.isoformat()} to {partition.upper.isoformat()}"
     await connection.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {partition.name}"))
+    await connection.execute(text(f"COMMENT ON TABLE {partition.name} IS '{mark}'"))
+
+
+DETACHED = "tickvault: detached by purge, to be dropped;"
+_MARK = re.compile(re.escape(DETACHED) + r" from (\S+) to (\S+)$")
+
+
+async def detached(connection: AsyncConnection) -> list[Partition]:
+    """Tables a purge detached and has not dropped yet."""
+    rows = await connection.execute(
+        text(
+            "SELECT relname, obj_description(oid, 'pg_class') FROM pg_class "
+            "WHERE relkind = 'r' AND NOT relispartition AND relname LIKE :prefix "
+            "AND starts_with(obj_description(oid, 'pg_class'), :mark) ORDER BY relname"
+        ),
+        {"prefix": f"{TABLE}_p%", "mark": DETACHED},
+    )
+    found = []
+    for name, comment in rows:
+        bounds = _MARK.match(comment)
+        if bounds is not None:
+            lower, upper = (datetime.fromisoformat(value) for value in bounds.groups())
+            found.append(Partition(name, lower, upper))
+    return found
+
+
+async def drop(connection: AsyncConnection, partition: Partition) -> None:
     await connection.execute(text(f"DROP TABLE {partition.name}"))
