@@ -19,6 +19,7 @@ from tickvault.database.bulk import write_ticks
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.errors import MigrationError, ValidationError
 from tickvault.models import Instrument, MarketData
+from tickvault.monitoring.analysis import analyze_table
 from tickvault.repositories.market_data import MarketDataRepository
 from tickvault.services import partitioning, schema
 from tickvault.services.market_data import MarketDataService
@@ -369,6 +370,8 @@ async def test_later_revisions_apply_to_the_partitioned_table(pg: AsyncEngine, p
                 }
             assert "ix_market_data_instrument_price" in names
             assert "ix_market_data_instrument_timestamp" not in names
+            with pytest.raises(MigrationError, match="cannot CREATE INDEX CONCURRENTLY"):
+                await asyncio.to_thread(schema.build_indexes_concurrently, pg_url)
     await asyncio.to_thread(schema.upgrade, pg_url, "head")
     assert (await catalog(pg))[0] == "p"
     assert await shape(pg) == before_shape
@@ -399,3 +402,47 @@ async def test_partition_refuses_a_changed_interval_and_sqlite(pg: AsyncEngine) 
 
 
 _ = Instrument  # the models' mappers are configured through the package import
+
+
+async def test_strays_in_the_default_partition_are_flagged_and_moved(pg: AsyncEngine) -> None:
+    await partitioning.partition(pg, "1d", ahead=1)
+    far, early = START + timedelta(days=40, hours=5), START - timedelta(days=3, hours=1)
+    async with pg.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO market_data (instrument_id, timestamp, price) "
+                "VALUES (1, :far, 1), (2, :far, 2), (3, :early, 3)"
+            ),
+            {"far": far, "early": early},
+        )
+    before = await rows(pg)
+    async with pg.connect() as connection:
+        report = await analyze_table(connection, "market_data", latencies={}, plans=[])
+    assert report["partitions"] == DAYS + 2  # days, one ahead, the default
+    assert report["default_partition_rows"] == 3
+    assert report["recommendations"][0].startswith(
+        "3 rows of market_data are in market_data_default: no partition covers their time."
+    )
+
+    again = await partitioning.partition(pg, "1d", ahead=1)
+    assert sorted(again.partitions) == [
+        f"market_data_p{early:%Y%m%d}",
+        f"market_data_p{far:%Y%m%d}",
+    ]
+    assert again.default_rows == 0
+    assert await rows(pg) == before
+    async with pg.connect() as connection:
+        report = await analyze_table(connection, "market_data", latencies={}, plans=[])
+        where = await connection.execute(
+            text(
+                "SELECT tableoid::regclass::text, count(*) FROM market_data "
+                "WHERE timestamp IN (:far, :early) GROUP BY 1"
+            ),
+            {"far": far, "early": early},
+        )
+        assert dict(where.all()) == {
+            f"market_data_p{early:%Y%m%d}": 1,
+            f"market_data_p{far:%Y%m%d}": 2,
+        }
+    assert report["default_partition_rows"] == 0
+    assert not any("market_data_default" in line for line in report["recommendations"])

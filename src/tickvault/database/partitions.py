@@ -156,7 +156,8 @@ async def create_ahead(
     connection: AsyncConnection, layout: Layout, now: datetime, periods_ahead: int
 ) -> list[str]:
     """Create the partitions missing from the period holding ``now`` to ``periods_ahead``
-    periods after it; returns their names. Past ranges are left alone.
+    periods after it, and those of the periods the default partition holds rows of;
+    returns their names.
 
     A new partition's range must hold no row of the default partition (PostgreSQL checks it
     when it attaches): those rows are moved into it, in this transaction."""
@@ -165,8 +166,20 @@ async def create_ahead(
     for _ in range(periods_ahead):
         last = interval.following(interval.floor(last))
     have = {p.lower for p in layout.partitions if not p.is_default}
+    wanted = periods(interval, now, last)
+    if layout.default is not None:
+        # Periods the default partition holds rows of get their partition too.
+        trunc = {"1d": "day", "1w": "week", "1mo": "month"}[interval.name]
+        strays = await connection.execute(
+            text(
+                f"SELECT DISTINCT date_trunc('{trunc}', \"timestamp\" AT TIME ZONE 'UTC') "
+                f"FROM {layout.default.name}"
+            )
+        )
+        starts = {start.replace(tzinfo=UTC) for (start,) in strays}
+        wanted += [(start, interval.following(start)) for start in sorted(starts)]
     created = []
-    for start, end in periods(interval, now, last):
+    for start, end in sorted(set(wanted)):
         if start in have or _overlaps(layout, start, end):
             continue
         name = interval.partition_name(start)
