@@ -9,8 +9,8 @@
 A partitioned market_data is ``PARTITION BY RANGE ("timestamp")`` with one partition per
 period (a UTC day, an ISO week from Monday, a calendar month), named after the period's
 first day (``market_data_p20261127``), and ``market_data_default`` for rows no period
-covers. The interval is recorded in the table's comment (``tickvault: partitioned by
-timestamp, interval 1d``), so that later runs create partitions of the same size.
+covers. The interval is read back from the partitions' own bounds. Alembic's autogenerate
+leaves these tables out (``is_partition_name``): they are not in the models.
 
 Everything here runs on the caller's connection and transaction; ``tickvault.services.
 partitioning`` converts the table, ``tickvault.services.purge`` drops expired partitions.
@@ -27,7 +27,7 @@ from tickvault.errors import ValidationError
 
 TABLE = "market_data"
 DEFAULT_PARTITION = f"{TABLE}_default"
-COMMENT_PREFIX = "tickvault: partitioned by timestamp, interval "
+_PARTITION_NAME = re.compile(rf"^{TABLE}_(p\d{{6}}|p\d{{8}}|default|new)$")
 _BOUNDS = re.compile(r"FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)")
 
 
@@ -70,6 +70,12 @@ def interval_of(name: str) -> Interval:
         raise ValidationError(f"interval {name!r} not understood: use 1d, 1w or 1mo") from None
 
 
+def is_partition_name(name: str) -> bool:
+    """A table tickvault's partitioning creates (a partition, the default one, a partition
+    detached by purge, the table of a conversion under way)."""
+    return _PARTITION_NAME.match(name) is not None
+
+
 @dataclass(frozen=True)
 class Partition:
     """One partition; ``lower``/``upper`` are None for the default partition."""
@@ -85,7 +91,7 @@ class Partition:
 
 @dataclass(frozen=True)
 class Layout:
-    interval: Interval
+    interval: Interval | None  # None: no range partition to tell it by
     partitions: list[Partition]  # ranges oldest first, then the default (if any)
 
     @property
@@ -106,8 +112,6 @@ async def read_layout(connection: AsyncConnection) -> Layout | None:
         return None
     # The bounds are printed in the session's time zone: read them in UTC.
     await connection.execute(text("SET LOCAL TimeZone = 'UTC'"))
-    comment = await connection.scalar(text(f"SELECT obj_description('{TABLE}'::regclass)"))
-    name = (comment or "").removeprefix(COMMENT_PREFIX).strip()
     rows = await connection.execute(
         text(
             "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
@@ -123,16 +127,15 @@ async def read_layout(connection: AsyncConnection) -> Layout | None:
         lower, upper = (datetime.fromisoformat(value) for value in found.groups())
         ranges.append(Partition(relname, lower, upper))
     ranges.sort(key=lambda p: p.lower or datetime.min.replace(tzinfo=UTC))
-    # A table partitioned by hand, without tickvault's comment: take the size of its ranges.
-    interval = INTERVALS.get(name) or _guess(ranges)
-    return Layout(interval, ranges + defaults)
+    return Layout(_interval_of(ranges), ranges + defaults)
 
 
-def _guess(ranges: list[Partition]) -> Interval:
-    if ranges and ranges[0].lower and ranges[0].upper:
-        days = (ranges[0].upper - ranges[0].lower).days
-        return INTERVALS["1d" if days <= 1 else "1w" if days <= 7 else "1mo"]
-    return INTERVALS["1d"]
+def _interval_of(ranges: list[Partition]) -> Interval | None:
+    """The size of the newest range partition: 1 day, 7 days, or a month (28 to 31)."""
+    if not ranges or ranges[-1].lower is None or ranges[-1].upper is None:
+        return None
+    days = (ranges[-1].upper - ranges[-1].lower).days
+    return INTERVALS["1d" if days <= 1 else "1w" if days <= 7 else "1mo"]
 
 
 def periods(interval: Interval, first: datetime, last: datetime) -> list[tuple[datetime, datetime]]:
@@ -153,7 +156,11 @@ def create_sql(parent: str, interval: Interval, start: datetime, end: datetime) 
 
 
 async def create_ahead(
-    connection: AsyncConnection, layout: Layout, now: datetime, periods_ahead: int
+    connection: AsyncConnection,
+    layout: Layout,
+    interval: Interval,
+    now: datetime,
+    periods_ahead: int,
 ) -> list[str]:
     """Create the partitions missing from the period holding ``now`` to ``periods_ahead``
     periods after it, and those of the periods the default partition holds rows of;
@@ -161,7 +168,6 @@ async def create_ahead(
 
     A new partition's range must hold no row of the default partition (PostgreSQL checks it
     when it attaches): those rows are moved into it, in this transaction."""
-    interval = layout.interval
     last = now
     for _ in range(periods_ahead):
         last = interval.following(interval.floor(last))

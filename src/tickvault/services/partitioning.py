@@ -87,13 +87,13 @@ async def partition(
     async with engine.begin() as connection:
         layout = await parts.read_layout(connection)
         if layout is not None:
-            if layout.interval != size:
+            if layout.interval not in (size, None):
                 raise MigrationError(
                     f"market_data is already partitioned by {layout.interval.name}; run "
                     f"`tickvault db unpartition` first to change the interval to {interval}"
                 )
             report = ConversionReport()
-            report.partitions = await parts.create_ahead(connection, layout, utcnow(), ahead)
+            report.partitions = await parts.create_ahead(connection, layout, size, utcnow(), ahead)
             if layout.default is not None:
                 report.default_rows = await parts.count_rows(connection, layout.default)
             return report
@@ -125,8 +125,7 @@ async def partition(
         )
         return [*created, parts.DEFAULT_PARTITION]
 
-    comment = f"{parts.COMMENT_PREFIX}{interval}"
-    return await _convert(engine, build, ("id", "timestamp"), comment, batch_size, on_progress)
+    return await _convert(engine, build, ("id", "timestamp"), batch_size, on_progress)
 
 
 async def unpartition(
@@ -150,7 +149,7 @@ async def unpartition(
         )
         return []
 
-    return await _convert(engine, build, ("id",), None, batch_size, on_progress)
+    return await _convert(engine, build, ("id",), batch_size, on_progress)
 
 
 def _require_postgres(engine: AsyncEngine, command: str) -> None:
@@ -165,7 +164,6 @@ async def _convert(
     engine: AsyncEngine,
     build: Callable[[AsyncConnection, _Catalog], Awaitable[list[str]]],
     key: tuple[str, ...],
-    comment: str | None,
     batch_size: int,
     on_progress: Progress | None,
 ) -> ConversionReport:
@@ -186,7 +184,7 @@ async def _convert(
             for statement in _mirror_sql(catalog.columns, key):
                 await connection.execute(text(statement))
         report.rows_moved = await _copy(engine, catalog.columns, batch_size, on_progress)
-        await _swap(engine, catalog, comment)
+        await _swap(engine, catalog)
         report.converted = True
     except BaseException:
         await asyncio.shield(remove_leftovers(engine))
@@ -343,13 +341,13 @@ async def _copy(
     return moved
 
 
-async def _swap(engine: AsyncEngine, catalog: _Catalog, comment: str | None) -> None:
+async def _swap(engine: AsyncEngine, catalog: _Catalog) -> None:
     for attempt in range(1, SWAP_ATTEMPTS + 1):
         try:
             async with engine.begin() as connection:
                 await _lock_timeout(connection)
                 await connection.execute(text(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE"))
-                await _swap_catalog(connection, catalog, comment)
+                await _swap_catalog(connection, catalog)
             return
         except DBAPIError as exc:
             # 55P03: lock timeout, the table stayed busy; try again shortly.
@@ -358,9 +356,7 @@ async def _swap(engine: AsyncEngine, catalog: _Catalog, comment: str | None) -> 
             await asyncio.sleep(0.2 * attempt)
 
 
-async def _swap_catalog(
-    connection: AsyncConnection, catalog: _Catalog, comment: str | None
-) -> None:
+async def _swap_catalog(connection: AsyncConnection, catalog: _Catalog) -> None:
     sequence = await connection.scalar(text(f"SELECT pg_get_serial_sequence('{TABLE}', 'id')"))
     if sequence is not None:
         # Owned by the old table's column, the sequence would be dropped with it.
@@ -375,5 +371,3 @@ async def _swap_catalog(
         )
     for name, _ in catalog.indexes:
         await connection.execute(text(f"ALTER INDEX {name}{TEMP} RENAME TO {name}"))
-    quoted = "NULL" if comment is None else f"'{comment}'"
-    await connection.execute(text(f"COMMENT ON TABLE {TABLE} IS {quoted}"))
