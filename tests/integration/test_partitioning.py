@@ -4,6 +4,7 @@ copy included, an interrupted conversion leaving market_data whole, the live wri
 reads and the later revisions working on the partitioned table; SQLite refuses."""
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,9 +13,10 @@ from typing import Any
 import pytest
 from alembic import command
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.conftest import postgres_admin_url
+from tests.integration.test_read_plans import plans_of
 from tickvault.bench.data import throwaway
 from tickvault.database.bulk import write_ticks
 from tickvault.database.engine import create_engine, create_session_factory
@@ -314,10 +316,17 @@ async def test_an_interrupted_conversion_leaves_market_data_whole(
 
 
 async def test_writer_copy_and_reads_on_the_partitioned_table(pg: AsyncEngine) -> None:
-    await partitioning.partition(pg, "1d", ahead=1)
+    """A service started before the conversion keeps writing after it (its pooled
+    connections' prepared statements named the old table); COPY and reads work."""
     sessions = create_session_factory(pg)
     now = datetime.now(UTC).replace(microsecond=0)
     async with MarketDataService(sessions) as service:
+        before = await service.insert_market_data(
+            {"instrument_id": 3, "timestamp": now + timedelta(days=2), "price": 9.5}
+        )
+        async with sessions() as session:  # a read, prepared on the plain table
+            await MarketDataRepository(session).latest()
+        await partitioning.partition(pg, "1d", ahead=1)
         tick = await service.insert_market_data(
             {"instrument_id": 1, "timestamp": now, "price": 123.25, "volume": 9}
         )
@@ -325,11 +334,13 @@ async def test_writer_copy_and_reads_on_the_partitioned_table(pg: AsyncEngine) -
         stray = await service.insert_market_data(
             {"instrument_id": 1, "timestamp": now + timedelta(days=30), "price": 1.5}
         )
+    assert before.id < tick.id < stray.id
     await write_ticks(pg, [(2, now, 55.5, None, None, None, None, None, 3)] * 10)
     async with sessions() as session:
         repository = MarketDataRepository(session)
         latest = {t.instrument_id: (t.id, t.price) for t in await repository.latest()}
         assert latest[1] == (stray.id, 1.5)
+        assert latest[3] == (before.id, 9.5)
         page = await repository.range(1, now, now + timedelta(seconds=1))
         assert [(t.id, t.price, t.volume) for t in page.items] == [(tick.id, 123.25, 9)]
         bars = await repository.ohlcv(2, "1m", now, now + timedelta(minutes=1))
@@ -384,6 +395,20 @@ async def test_later_revisions_apply_to_the_partitioned_table(pg: AsyncEngine, p
 
 
 async def test_partition_refuses_a_changed_interval_and_sqlite(pg: AsyncEngine) -> None:
+    async with pg.begin() as connection:
+        await connection.execute(
+            text("INSERT INTO market_data (instrument_id, timestamp) VALUES (1, '2010-01-01')")
+        )
+    before = await rows(pg)
+    with pytest.raises(
+        MigrationError, match=r"would make 6,[0-9]{3} partitions .* 2010-01-01, more than 400"
+    ):
+        await partitioning.partition(pg, "1d")
+    assert await catalog(pg) == ("r", "PRIMARY KEY (id)", [])
+    assert await rows(pg) == before
+    assert await leftovers(pg) == (False, 0)
+    async with pg.begin() as connection:
+        await connection.execute(text("DELETE FROM market_data WHERE timestamp = '2010-01-01'"))
     await partitioning.partition(pg, "1w", ahead=1)
     again = await partitioning.partition(pg, "1w", ahead=3)
     assert not again.converted
@@ -447,3 +472,44 @@ async def test_strays_in_the_default_partition_are_flagged_and_moved(pg: AsyncEn
         }
     assert report["default_partition_rows"] == 0
     assert not any("market_data_default" in line for line in report["recommendations"])
+
+
+def scanned(plan: str) -> set[str]:
+    """The partitions a plan reads."""
+    return set(re.findall(r" on (market_data_(?:p\d+|default))\b", plan))
+
+
+async def test_range_and_ohlcv_plans_read_only_their_partitions(pg: AsyncEngine) -> None:
+    await partitioning.partition(pg, "1d", ahead=1)
+    async with pg.connect() as connection:
+        await connection.execute(text("ANALYZE market_data"))
+    day2 = START + timedelta(days=2)
+
+    hour = {"a": day2 + timedelta(hours=3), "b": day2 + timedelta(hours=4)}
+    async with pg.connect() as connection:
+        expected = await connection.scalar(
+            text(
+                "SELECT count(*) FROM market_data WHERE instrument_id = 2 AND deleted_at IS NULL "
+                "AND timestamp >= :a AND timestamp < :b"
+            ),
+            hour,
+        )
+    assert expected > 0
+
+    async def reads(sessions: async_sessionmaker[AsyncSession]) -> None:
+        async with sessions() as session:
+            repository = MarketDataRepository(session)
+            page = await repository.range(2, hour["a"], hour["b"])
+            assert len(page.items) == expected
+            await repository.ohlcv(1, "1h", day2, day2 + timedelta(days=1))
+            await repository.ohlcv(1, "1h", day2 + timedelta(hours=23), day2 + timedelta(hours=25))
+
+    one_hour, one_day, two_days = await plans_of(pg, reads)
+    assert scanned(one_hour) == {day(2)}, one_hour
+    assert scanned(one_day) == {day(2)}, one_day
+    assert scanned(two_days) == {day(2), day(3)}, two_days
+    assert f"{day(2)}_instrument_id_timestamp_id_idx" in one_hour, one_hour
+
+
+def day(n: int) -> str:
+    return f"market_data_p{START + timedelta(days=n):%Y%m%d}"

@@ -46,6 +46,7 @@ NEW = f"{TABLE}_new"
 MIRROR = f"{TABLE}_conversion_mirror"  # the trigger function, and its triggers' prefix
 TEMP = "__conv"  # suffix of the new table's constraint and index names until the swap
 SWAP_ATTEMPTS = 20
+MAX_PARTITIONS = 400  # each one, with its indexes, is a lock of every query that cannot prune
 
 Progress = Callable[[int, int], None]  # (rows copied so far, rows to copy)
 
@@ -116,8 +117,14 @@ async def partition(
         last = max(newest or utcnow(), utcnow())
         for _ in range(ahead):
             last = size.following(size.floor(last))
-        created = []
-        for start, end in parts.periods(size, first or utcnow(), last):
+        created, spans = [], parts.periods(size, first or utcnow(), last)
+        if len(spans) > MAX_PARTITIONS:
+            raise MigrationError(
+                f"--interval {interval} would make {len(spans):,} partitions (the oldest row "
+                f"is from {first:%Y-%m-%d}), more than {MAX_PARTITIONS:,}: use a longer "
+                "interval, or purge the oldest rows first"
+            )
+        for start, end in spans:
             await connection.execute(text(parts.create_sql(NEW, size, start, end)))
             created.append(size.partition_name(start))
         await connection.execute(

@@ -164,16 +164,15 @@ async def _drop_expired_partitions(
         layout = await parts.read_layout(connection)
         if layout is None:
             return []
-        found = [*await parts.detached(connection), *parts.expired(layout, cutoff)]
-        counts = [await parts.count_rows(connection, p) for p in found]
+        leftovers, expired = await parts.detached(connection), parts.expired(layout, cutoff)
     dropped = []
-    for partition, rows in zip(found, counts, strict=True):
+    for partition in [*leftovers, *expired]:
+        if not dry_run and partition in expired:
+            # Detached first: from then on no write reaches it, so the count is exact.
+            await _with_lock_timeout(session_factory, parts.detach, partition)
+        async with session_factory() as session:
+            rows = await parts.count_rows(await session.connection(), partition)
         if not dry_run:
-            if partition in parts.expired(layout, cutoff):
-                # Detached first: from then on no write reaches it, so the count is exact.
-                await _with_lock_timeout(session_factory, parts.detach, partition)
-                async with session_factory() as session:
-                    rows = await parts.count_rows(await session.connection(), partition)
             await _with_lock_timeout(session_factory, parts.drop, partition)
         dropped.append(DroppedPartition(partition.name, partition.lower, partition.upper, rows))
     return dropped
