@@ -1,12 +1,14 @@
 """The ``tickvault`` command line: a thin shell over ``tickvault.services``.
 
     tickvault db upgrade|downgrade|current|history    migrate the schema
+    tickvault db partition --interval 1d|unpartition   PostgreSQL: time-partitioned market_data
     tickvault serve [--simulate]                       the HTTP API
     tickvault seed                                     demo instruments and alert rules
     tickvault simulate                                 a random-walk feed
     tickvault ingest FILE                              load a CSV / Parquet file
     tickvault export --instrument … --start … --end … FILE   ticks to Parquet / Arrow
-    tickvault purge --older-than 30d [--dry-run]       hard-delete old soft-deleted rows
+    tickvault purge --older-than 30d [--dry-run]       hard-delete old soft-deleted rows (and
+                                                       drop expired partitions)
     tickvault monitor                                  a live view of a running service
     tickvault analyze TABLE                            a table's size and index usage
     tickvault bench [--quick]                          the original performance claims, measured

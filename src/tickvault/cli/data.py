@@ -261,10 +261,20 @@ def purge(
     yes: Annotated[
         bool, typer.Option("--yes", help="Go ahead however many rows would go.")
     ] = False,
+    keep_partitions: Annotated[
+        bool,
+        typer.Option(
+            "--keep-partitions", help="PostgreSQL: drop no partition, only soft-deleted rows."
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Hard-delete rows soft-deleted before now - OLDER_THAN (the only hard delete); more
-    than --confirm-above rows: says how many per table, deletes nothing unless given --yes."""
+    than --confirm-above rows: says how many per table, deletes nothing unless given --yes.
+
+    On a partitioned market_data (PostgreSQL), also drop every partition whose whole time
+    range is older than the cutoff, live ticks included (its rows count towards
+    --confirm-above; --dry-run lists them)."""
     age = parse_duration(older_than)
 
     async def run() -> None:
@@ -275,9 +285,22 @@ def purge(
                 dry_run=dry_run,
                 batch_size=batch_size,
                 confirm_above=None if yes else confirm_above,
+                drop_partitions=not keep_partitions,
             )
         verb = "would delete" if dry_run else "deleted"
         out = console()
+        if report.dropped:
+            rows = sum(p.rows for p in report.dropped)
+            before = report.cutoff.isoformat(timespec="seconds")
+            out.print(
+                f"market_data partitions wholly before {before}: "
+                f"{'would drop' if dry_run else 'dropped'} {len(report.dropped)} ({rows:,} rows)"
+            )
+            for partition in report.dropped:
+                span = ""
+                if partition.lower is not None and partition.upper is not None:
+                    span = f" [{partition.lower:%Y-%m-%d} .. {partition.upper:%Y-%m-%d})"
+                out.print(f"  {partition.name}{span}: {partition.rows:,} rows")
         out.print(f"soft-deleted before {report.cutoff.isoformat(timespec='seconds')}:")
         for table, count in report.deleted.items():
             if table != "write_receipts":
@@ -288,7 +311,8 @@ def purge(
                 f"idempotency keys used before {report.keys_cutoff.isoformat(timespec='seconds')}"
                 f": {verb} {keys:,}"
             )
-        if dry_run and sum(report.deleted.values()) > confirm_above:
+        dropped_rows = sum(p.rows for p in report.dropped)
+        if dry_run and sum(report.deleted.values()) + dropped_rows > confirm_above:
             out.print(f"more than {confirm_above:,} rows: the purge will need --yes")
 
     asyncio.run(run())

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import tickvault.models  # noqa: F401  (registers the models on Base.metadata)
 from tickvault.database.base import Base
 from tickvault.database.engine import create_engine
+from tickvault.database.partitions import is_partition_name
 from tickvault.database.url import to_async_url
 from tickvault.migrations._helpers import (
     check_foreign_keys,
@@ -39,9 +40,16 @@ def _database_url() -> str:
     return str(url) if url else get_settings().database_url
 
 
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    # market_data's partitions (`tickvault db partition`) are not in the models: leave them
+    # out of autogenerate's comparison, which would otherwise drop them.
+    return not (type_ == "table" and name is not None and is_partition_name(name))
+
+
 def _configure(**kwargs: object) -> None:
     context.configure(
         target_metadata=target_metadata,
+        include_name=_include_name,
         compare_type=True,
         compare_server_default=False,
         process_revision_directives=config.attributes.get("process_revision_directives"),

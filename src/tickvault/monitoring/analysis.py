@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tickvault.database.partitions import is_partitioned
 from tickvault.errors import UnknownTableError
 from tickvault.monitoring.index_usage import SqlitePlan, read_pg_stats
 from tickvault.settings import get_settings
@@ -70,6 +71,8 @@ async def analyze_table(
             table_bytes=sizes["table_bytes"],
             index_bytes=sizes["index_bytes"],
         )
+        if await is_partitioned(connection, table):
+            report.update(await _partition_figures(connection, table))
         tables, index_stats = await read_pg_stats(connection)
         stats = next((t for t in tables if t.table_name == table), None)
         if stats is not None:
@@ -107,6 +110,33 @@ async def analyze_table(
     report["latencies"] = latencies
     report["recommendations"] = recommend(report, slow_query_ms=slow_query_ms)
     return report
+
+
+PG_PARTITIONS = sa.text(
+    "SELECT count(*) AS partitions, coalesce(sum(pg_relation_size(c.oid)), 0) AS table_bytes, "
+    "coalesce(sum(pg_indexes_size(c.oid)), 0) AS index_bytes, "
+    "coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS rows_estimate "
+    "FROM pg_partition_tree(CAST(:table AS regclass)) t JOIN pg_class c ON c.oid = t.relid "
+    "WHERE t.isleaf"
+)
+
+
+async def _partition_figures(connection: AsyncConnection, table: str) -> dict[str, Any]:
+    """A partitioned table's figures are its partitions' sums; and the rows of its default
+    partition, which a missing partition sends there."""
+    figures = dict((await connection.execute(PG_PARTITIONS, {"table": table})).mappings().one())
+    default = await connection.scalar(
+        sa.text(
+            "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c "
+            "ON c.oid = p.partdefid WHERE p.partrelid = CAST(:table AS regclass)"
+        ),
+        {"table": table},
+    )
+    if default is not None:
+        count = sa.select(sa.func.count()).select_from(sa.table(default))
+        figures["default_partition"] = default
+        figures["default_partition_rows"] = (await connection.execute(count)).scalar_one()
+    return figures
 
 
 def _covering_index(name: str, columns: list[str], all_indexes: dict[str, list[str]]) -> str | None:
@@ -175,6 +205,13 @@ def recommend(report: dict[str, Any], *, slow_query_ms: float | None = None) -> 
             f"INSERT latency is uneven (p99 {insert['p99_ms']} ms vs p50 {insert['p50_ms']} ms "
             f"over {insert['count']:,} inserts): look for lock waits or checkpoints, and batch "
             "single-row writes."
+        )
+    if report.get("default_partition_rows"):
+        advice.append(
+            f"{report['default_partition_rows']:,} rows of {report['table']} are in "
+            f"{report['default_partition']}: no partition covers their time. Run `tickvault db "
+            "partition` with the table's interval: it creates their partitions and moves them "
+            "there (purge never drops the default partition)."
         )
     if not advice:
         advice.append(f"Nothing to change on {report['table']} from the figures so far.")

@@ -12,17 +12,28 @@ lock for long; ``dry_run=True`` only counts. With ``confirm_above=N`` a purge th
 delete more than N rows (counted first by a dry run) deletes nothing and raises
 ``ConfirmationRequired`` with the count per table.
 
+On PostgreSQL with a partitioned market_data (``tickvault db partition``), the purge is also
+its retention: every partition whose whole time range is older than the cutoff is detached
+and dropped, ticks live or soft-deleted alike (``report.dropped``, each with its row count;
+a dry run lists them, and their rows count towards ``confirm_above``). Rows of the other
+partitions, the default one included, go row by row as above: only soft-deleted ones.
+``drop_partitions=False`` leaves every partition in place.
+
 The receipts of idempotent requests are kept ``idempotency_key_hours`` (a setting, 24 by
 default): a purge also removes older ones (``report.deleted["write_receipts"]``). The
 receipts of file loads stay: they keep a file from being loaded twice.
 """
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from tickvault.database import partitions as parts
 from tickvault.database.session import INCLUDE_DELETED
 from tickvault.database.types import utcnow
 from tickvault.errors import ConfirmationRequired, ValidationError
@@ -30,6 +41,7 @@ from tickvault.models import AlertLog, MarketData, WriteReceipt
 from tickvault.settings import get_settings
 
 PURGEABLE = (AlertLog, MarketData)
+LOCK_ATTEMPTS = 5
 
 
 @dataclass
@@ -38,6 +50,15 @@ class PurgeReport:
     dry_run: bool
     deleted: dict[str, int] = field(default_factory=dict)  # would be deleted, on a dry run
     keys_cutoff: datetime | None = None  # idempotency keys older than this go too
+    dropped: list["DroppedPartition"] = field(default_factory=list)  # would be, on a dry run
+
+
+@dataclass(frozen=True)
+class DroppedPartition:
+    name: str
+    lower: datetime | None
+    upper: datetime | None
+    rows: int
 
 
 async def purge_soft_deleted(
@@ -47,6 +68,7 @@ async def purge_soft_deleted(
     dry_run: bool = False,
     batch_size: int = 10_000,
     confirm_above: int | None = None,
+    drop_partitions: bool = True,
 ) -> PurgeReport:
     """Hard-delete rows soft-deleted before ``now - older_than``; refuse, deleting nothing,
     if that is more than ``confirm_above`` rows."""
@@ -58,9 +80,12 @@ async def purge_soft_deleted(
         raise ValidationError(f"confirm_above must not be negative, got {confirm_above}")
     if confirm_above is not None and not dry_run:
         # The dry run counts whatever the purge deletes, every table of it.
-        counts = (
-            await purge_soft_deleted(session_factory, older_than=older_than, dry_run=True)
-        ).deleted
+        dry = await purge_soft_deleted(
+            session_factory, older_than=older_than, dry_run=True, drop_partitions=drop_partitions
+        )
+        counts = dict(dry.deleted)
+        if dry.dropped:
+            counts["market_data partitions"] = sum(p.rows for p in dry.dropped)
         total = sum(counts.values())
         if total > confirm_above:
             per_table = ", ".join(f"{table}: {count:,}" for table, count in counts.items())
@@ -69,16 +94,24 @@ async def purge_soft_deleted(
                 f"{confirm_above:,}; nothing was deleted"
             )
     report = PurgeReport(cutoff=utcnow() - older_than, dry_run=dry_run)
+    if drop_partitions:
+        report.dropped = await _drop_expired_partitions(session_factory, report.cutoff, dry_run)
     for model in PURGEABLE:
         expired = model.deleted_at < report.cutoff
         if dry_run:
+            query = (
+                select(func.count())
+                .select_from(model)
+                .where(expired)
+                .execution_options(**{INCLUDE_DELETED: True})
+            )
+            if model is MarketData and report.dropped:
+                # Rows of the partitions listed are counted there, not twice.
+                names = [p.name for p in report.dropped]
+                outside = text("market_data.tableoid::regclass::text <> ALL(:names)")
+                query = query.where(outside.bindparams(names=names))
             async with session_factory() as session:
-                count = await session.scalar(
-                    select(func.count())
-                    .select_from(model)
-                    .where(expired)
-                    .execution_options(**{INCLUDE_DELETED: True})
-                )
+                count = await session.scalar(query)
             report.deleted[model.__tablename__] = int(count or 0)
             continue
         total = 0
@@ -119,3 +152,49 @@ async def purge_soft_deleted(
             break
     report.deleted[WriteReceipt.__tablename__] = total
     return report
+
+
+async def _drop_expired_partitions(
+    session_factory: async_sessionmaker[AsyncSession], cutoff: datetime, dry_run: bool
+) -> list[DroppedPartition]:
+    """Detach and drop the partitions wholly before ``cutoff`` (and any a stopped purge
+    detached without dropping); on a dry run, only count them."""
+    async with session_factory() as session:
+        connection = await session.connection()
+        layout = await parts.read_layout(connection)
+        if layout is None:
+            return []
+        leftovers, expired = await parts.detached(connection), parts.expired(layout, cutoff)
+    dropped = []
+    for partition in [*leftovers, *expired]:
+        if not dry_run and partition in expired:
+            # Detached first: from then on no write reaches it, so the count is exact.
+            await _with_lock_timeout(session_factory, parts.detach, partition)
+        async with session_factory() as session:
+            rows = await parts.count_rows(await session.connection(), partition)
+        if not dry_run:
+            await _with_lock_timeout(session_factory, parts.drop, partition)
+        dropped.append(DroppedPartition(partition.name, partition.lower, partition.upper, rows))
+    return dropped
+
+
+async def _with_lock_timeout(
+    session_factory: async_sessionmaker[AsyncSession],
+    step: Callable[[AsyncConnection, parts.Partition], Awaitable[None]],
+    partition: parts.Partition,
+) -> None:
+    """Run ``step`` in a transaction that waits at most the migration lock timeout for
+    its lock (a queued ACCESS EXCLUSIVE would stall every reader and writer behind it),
+    trying again a few times while the table stays busy."""
+    timeout = int(get_settings().migration_lock_timeout_ms)
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            async with session_factory.begin() as session:
+                connection = await session.connection()
+                await connection.execute(text(f"SET LOCAL lock_timeout = '{timeout}ms'"))
+                await step(connection, partition)
+            return
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03" or attempt == LOCK_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.2 * attempt)

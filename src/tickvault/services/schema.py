@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tickvault.database.engine import create_engine
+from tickvault.database.partitions import is_partitioned
 from tickvault.database.url import display_url, to_async_url
 from tickvault.errors import (
     ConfirmationRequired,
@@ -228,6 +229,13 @@ def build_indexes_concurrently(
                 # CONCURRENTLY cannot run inside a transaction block.
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
                 await connection.exec_driver_sql(f"SET lock_timeout = '{int(timeout)}ms'")
+                for table in sorted({index.table for index in indexes}):
+                    if await is_partitioned(connection, table):
+                        raise MigrationError(
+                            f"{table} is partitioned, and PostgreSQL cannot CREATE INDEX "
+                            "CONCURRENTLY on a partitioned table; `tickvault db upgrade` "
+                            "builds the indexes the ordinary way (writes wait for the build)"
+                        )
                 return [
                     IndexBuild(index.name, await connection.run_sync(build_concurrently, index))
                     for index in indexes
