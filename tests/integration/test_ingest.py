@@ -134,6 +134,27 @@ async def test_ingest_takes_async_iterables_and_strings_from_files(
     assert stored[-1] == (1, T0 + timedelta(seconds=24), 124.25, 24)
 
 
+async def test_the_first_10_000_rejections_are_kept_and_every_one_counted(
+    service: MarketDataService, session_factory: Sessions
+) -> None:
+    good_at = {0, 5_000, 10_009}
+    rows = [
+        _good(i) if i in good_at else {"symbol": f"Z{i}", "timestamp": T0, "price": 1.0}
+        for i in range(10_010)
+    ]
+
+    report = await service.ingest(rows, batch_size=1_000)
+
+    assert (report.accepted, report.rejected) == (3, 10_007)
+    bad_at = [i for i in range(10_010) if i not in good_at]
+    assert [(r.position, r.reason) for r in report.rejections] == [
+        (i, f"unknown instrument symbol 'Z{i}'") for i in bad_at[:10_000]
+    ]
+    assert [(r[1], r[2]) for r in await _stored(session_factory)] == [
+        (_good(i)["timestamp"], _good(i)["price"]) for i in sorted(good_at)
+    ]
+
+
 async def test_a_batch_the_database_refuses_leaves_none_of_its_rows(
     service: MarketDataService, session_factory: Sessions, engine: AsyncEngine
 ) -> None:
