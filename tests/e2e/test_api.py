@@ -362,6 +362,58 @@ def test_alert_rules_fire_and_logs_are_listed_delivered_deleted_restored(
     assert missing.status_code == 404
 
 
+def _every_page(client: TestClient, path: str, **params: object) -> list[list[int]]:
+    pages, cursor = [], None
+    while True:
+        page = client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        pages.append([item["id"] for item in page.json()["items"]])
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return pages
+        assert cursor == str(pages[-1][-1])
+
+
+def test_rules_and_logs_come_in_pages_each_once_logs_newest_first(client: TestClient) -> None:
+    aapl = add_instrument(client, "AAPL")
+    rules = [
+        client.post(
+            "/alert-rules",
+            json={"name": f"above {p}", "instrument_id": aapl, "condition": "price_above",
+                  "threshold": p, "cooldown_seconds": 0},
+        ).json()["id"]
+        for p in (10, 20, 30, 40, 50)
+    ]  # fmt: skip
+    assert _every_page(client, "/alert-rules", limit=2) == [rules[0:2], rules[2:4], rules[4:5]]
+
+    # 15 fires 1 rule, 25 fires 2, 35 fires 3: logged in that order, rule by rule.
+    report = post_ticks(
+        client,
+        [
+            {"instrument_id": aapl, "timestamp": iso(T0 + timedelta(seconds=i)), "price": p}
+            for i, p in enumerate([15, 25, 35])
+        ],
+    )
+    assert report["alerts"] == 6
+    every = client.get("/alert-logs", params={"limit": 100}).json()["items"]
+    assert [(log["rule_id"], log["trigger_value"]) for log in every] == [
+        (rules[2], 35.0),
+        (rules[1], 35.0),
+        (rules[0], 35.0),
+        (rules[1], 25.0),
+        (rules[0], 25.0),
+        (rules[0], 15.0),
+    ]
+    ids = [log["id"] for log in every]
+    assert ids == sorted(ids, reverse=True)
+    assert _every_page(client, "/alert-logs", limit=4) == [ids[0:4], ids[4:6]]
+    assert _every_page(client, "/alert-logs", limit=3) == [ids[0:3], ids[3:6]]
+    assert _every_page(client, "/alert-logs", limit=2, rule_id=rules[0]) == [
+        [ids[2], ids[4]],
+        [ids[5]],
+    ]
+
+
 def test_performance_metrics_table_analysis_prometheus_and_health(
     client: TestClient, head_url: str
 ) -> None:

@@ -180,3 +180,46 @@ async def test_a_single_tick_runs_the_rules_too(
         ("price_above", "fired", 120.0),
         ("pct_change_above", "fired", 26.3158),
     ]
+
+
+async def test_alert_logs_page_newest_first_each_log_once(
+    session_factory: Sessions, rules: dict[int, str]
+) -> None:
+    service = MarketDataService(session_factory, alerts=AlertService(session_factory))
+    await service.ingest(_feed())
+
+    async def every_page(where: AlertLogFilter, limit: int) -> list[list[tuple[object, ...]]]:
+        pages, cursor = [], None
+        async with session_factory() as session:
+            repo = AlertLogRepository(session)
+            while True:
+                page = await repo.find(where, limit=limit, after_id=cursor)
+                pages.append(
+                    [
+                        (
+                            int((log.timestamp - T0).total_seconds()),
+                            rules[log.rule_id],
+                            log.fired_status,
+                        )
+                        for log in page.items
+                    ]
+                )
+                if page.next_cursor is None:
+                    return pages
+                assert page.next_cursor == page.items[-1].id
+                cursor = page.next_cursor
+
+    newest_first = [e[:3] for e in reversed(EXPECTED)]
+    assert await every_page(AlertLogFilter(), 4) == [
+        newest_first[0:4],
+        newest_first[4:8],
+        newest_first[8:12],
+        newest_first[12:14],
+    ]
+    fired = [e for e in newest_first if e[2] == "fired"]
+    assert len(fired) == 9
+    assert await every_page(AlertLogFilter(fired_status="fired"), 3) == [
+        fired[0:3],
+        fired[3:6],
+        fired[6:9],
+    ]

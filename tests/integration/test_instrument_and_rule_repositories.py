@@ -76,3 +76,37 @@ async def test_rules_need_an_existing_instrument_and_are_deactivated(
         assert [r.name for r in (await rules.find()).items] == ["a", "b"]
         assert [r.name for r in (await rules.find(active=True)).items] == ["b"]
         assert [r.name for r in await rules.active_for({instrument.id})] == ["b"]
+
+
+async def test_rules_page_by_id_each_rule_once(session_factory: Sessions) -> None:
+    async with session_factory.begin() as session:
+        a = await InstrumentRepository(session).add(Instrument(symbol="A", name="A"))
+        b = await InstrumentRepository(session).add(Instrument(symbol="B", name="B"))
+        rules = AlertRuleRepository(session)
+        for i in range(8):
+            await rules.add(
+                AlertRule(
+                    name=f"r{i}",
+                    instrument_id=(a if i % 3 else b).id,
+                    condition="price_above",
+                    threshold=i,
+                    is_active=i != 4,
+                )
+            )
+
+    async def every_page(limit: int, **where: object) -> list[list[str]]:
+        pages, cursor = [], None
+        async with session_factory() as session:
+            repo = AlertRuleRepository(session)
+            while True:
+                page = await repo.find(limit=limit, after_id=cursor, **where)  # type: ignore[arg-type]
+                pages.append([rule.name for rule in page.items])
+                if page.next_cursor is None:
+                    return pages
+                assert page.next_cursor == page.items[-1].id
+                cursor = page.next_cursor
+
+    assert await every_page(3) == [["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r6", "r7"]]
+    assert await every_page(2) == [["r0", "r1"], ["r2", "r3"], ["r4", "r5"], ["r6", "r7"]]
+    assert await every_page(2, instrument_id=a.id, active=True) == [["r1", "r2"], ["r5", "r7"]]
+    assert await every_page(10, instrument_id=b.id) == [["r0", "r3", "r6"]]
