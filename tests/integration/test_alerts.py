@@ -165,6 +165,38 @@ async def test_alert_logs_by_status_and_delivery(
             AlertLogFilter(delivery_status="lost")
 
 
+async def test_a_restarted_service_goes_on_from_the_logs_and_ticks_stored(
+    session_factory: Sessions, rules: dict[int, str]
+) -> None:
+    """Three services one after another, as across restarts, log what one service would
+    have: each learns the rules' cooldowns and firing state and the previous price from the
+    database. Restarted before 4 s, price_above is still in its cooldown (suppressed, not
+    fired); before 71 s, it is firing (so cleared) and 104.0 is the previous price (so
+    pct_change_below fires at -18.2692)."""
+    feed = _feed()
+    async with MarketDataService(session_factory, alerts=AlertService(session_factory)) as first:
+        await first.ingest(feed[:4])
+    async with MarketDataService(session_factory, alerts=AlertService(session_factory)) as second:
+        assert (await second.store(feed[4:6])).accepted == 2
+    async with MarketDataService(session_factory, alerts=AlertService(session_factory)) as third:
+        for tick in feed[6:]:
+            await third.insert_market_data(tick)
+
+    async with session_factory() as session:
+        logs = (
+            await session.scalars(select(AlertLog).order_by(AlertLog.timestamp, AlertLog.rule_id))
+        ).all()
+    assert [
+        (
+            int((log.timestamp - T0).total_seconds()),
+            rules[log.rule_id],
+            log.fired_status,
+            log.trigger_value,
+        )
+        for log in logs
+    ] == EXPECTED
+
+
 async def test_a_single_tick_runs_the_rules_too(
     session_factory: Sessions, rules: dict[int, str]
 ) -> None:
