@@ -540,6 +540,25 @@ def test_request_body_over_the_limit_is_413_and_nothing_stored(head_url: str) ->
         assert client.get("/market-data/latest").json() == []
 
 
+def test_a_request_holds_at_most_100_000_ticks(client: TestClient) -> None:
+    aapl = add_instrument(client, "AAPL")
+    ticks = [
+        {"instrument_id": aapl, "timestamp": iso(T0 + timedelta(microseconds=i)), "price": 1.0}
+        for i in range(100_001)
+    ]
+    refused = client.post("/market-data", json={"ticks": ticks})
+    assert refused.status_code == 422
+    assert [(e["loc"], e["msg"]) for e in refused.json()["detail"]] == [
+        (["body", "ticks"], "List should have at most 100000 items after validation, not 100001")
+    ]
+    assert client.get("/market-data/latest").json() == []
+
+    report = post_ticks(client, ticks[:100_000])
+    assert (report["accepted"], report["rejected"]) == (100_000, 0)
+    (latest,) = client.get("/market-data/latest").json()
+    assert latest["timestamp"] == "2024-05-06T13:30:00.099999Z"
+
+
 RULE = {"name": "x", "instrument_id": 1, "condition": "price_above", "threshold": 1}
 
 
