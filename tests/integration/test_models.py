@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
@@ -205,3 +205,36 @@ async def test_relationship_loads_skip_soft_deleted_rows(session_factory: Sessio
         )
         assert loaded is not None
         assert len(loaded.alert_logs) == 3
+
+
+async def test_session_delete_is_a_hard_delete_refused_for_a_referenced_row(
+    session_factory: Sessions,
+) -> None:
+    instrument_id, tick_ids = await _instrument_with_ticks(session_factory, n=3)
+    async with session_factory.begin() as session:
+        soft = await session.get(MarketData, tick_ids[1])
+        assert soft is not None
+        soft.soft_delete()
+    async with session_factory.begin() as session:
+        live = await session.get(MarketData, tick_ids[0])
+        deleted = await session.get(
+            MarketData, tick_ids[1], execution_options={"include_deleted": True}
+        )
+        await session.delete(live)
+        await session.delete(deleted)
+
+    async with session_factory() as session:
+        everything = await session.scalars(
+            select(MarketData.id).execution_options(include_deleted=True)
+        )
+        assert list(everything) == tick_ids[2:]  # both rows gone, not marked
+        assert await session.scalar(select(func.count()).select_from(MarketData)) == 1
+
+    # RESTRICT: an instrument that still has a tick is not deleted, and nothing changes.
+    async with session_factory() as session:
+        await session.delete(await session.get(Instrument, instrument_id))
+        with pytest.raises(IntegrityError, match=r"(?i)foreign key"):
+            await session.commit()
+    async with session_factory() as session:
+        assert await session.get(Instrument, instrument_id) is not None
+        assert list(await session.scalars(select(MarketData.id))) == tick_ids[2:]
