@@ -1,5 +1,8 @@
 """`tickvault db …` as a user runs it: through the command line, on both engines."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,8 +11,10 @@ from typer.testing import CliRunner
 
 from tests.integration.migration_data import run_on
 from tickvault.cli import app
+from tickvault.services import schema
 
 READ_PATH, HEAD = "a7c3e9d15b42", "c2f8d4b6e913"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -72,6 +77,39 @@ def test_the_url_comes_from_the_environment(
     monkeypatch.setenv("TICKVAULT_DATABASE_URL", database_url)
     assert tickvault(runner, "db", "upgrade")[0] == 0
     assert tickvault(runner, "db", "current")[1].strip() == f"{HEAD} (head)"
+
+
+def test_plain_alembic_takes_the_url_from_x_url_before_the_environment(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`alembic -x url=… upgrade head` from the repository root, as DESIGN.md promises: the
+    -x URL is migrated, not TICKVAULT_DATABASE_URL's (a file that is never created)."""
+    elsewhere = tmp_path / "elsewhere.db"
+    env = {**os.environ, "TICKVAULT_DATABASE_URL": f"sqlite:///{elsewhere}"}
+
+    def alembic(*args: str, url: str | None = database_url) -> str:
+        x = ["-x", f"url={url}"] if url else []
+        done = subprocess.run(
+            [sys.executable, "-m", "alembic", *x, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    alembic("upgrade", "head")
+    assert alembic("current") == f"{HEAD} (head)"
+    alembic("downgrade", "-1")
+    assert alembic("current") == READ_PATH
+    assert not elsewhere.exists()
+
+    env["TICKVAULT_DATABASE_URL"] = database_url
+    assert alembic("current", url=None) == READ_PATH
+    alembic("upgrade", "head", url=None)
+    assert schema.current_revision(database_url) == HEAD
 
 
 def test_a_downgrade_that_would_lose_values_exits_non_zero(
