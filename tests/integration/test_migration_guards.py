@@ -2,11 +2,14 @@
 cannot hold, soft-deleted rows on the way down, a migration stuck behind a busy table."""
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -157,3 +160,90 @@ def test_a_migration_behind_a_busy_table_fails_fast(
 
     asyncio.run(hold_lock_while_upgrading())
     assert schema.current_revision(database_url) == FLOATS
+
+
+def _insert_orphan_tick(url: str) -> None:
+    """A tick of instrument 99, which does not exist: written with the foreign keys off
+    (a plain sqlite3 connection has them off; on PostgreSQL, replica mode skips them)."""
+    insert = "INSERT INTO market_data (instrument_id, timestamp, price) VALUES (99, '{}', 7.5)"
+    if url.startswith("sqlite"):
+        path = sa.make_url(url).database
+        assert path is not None
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            connection.execute(insert.format(NOW.isoformat()))
+            connection.commit()
+        return
+
+    def write(connection: Connection) -> None:
+        connection.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        connection.execute(sa.text(insert.format(NOW.isoformat())))
+
+    run_on(url, write)
+
+
+def test_an_upgrade_over_a_row_that_breaks_a_foreign_key_rolls_back(database_url: str) -> None:
+    """SQLite recreates market_data with its foreign keys off and runs PRAGMA
+    foreign_key_check before the COMMIT; PostgreSQL checks the row as it adds the RESTRICT
+    key. Either way the whole upgrade is refused and nothing changes."""
+    schema.upgrade(database_url, FLOATS)
+    run_on(database_url, lambda c: _seed(c, [{"price": 1.5}]))
+    _insert_orphan_tick(database_url)
+
+    expected = (
+        r"foreign key check failed after migration \(market_data: 1 rows\); rolled back"
+        if database_url.startswith("sqlite")
+        else r'insert or update on table "market_data" violates foreign key constraint '
+        r'"fk_market_data_instrument_id_instruments"'
+    )
+    with pytest.raises((MigrationError, DatabaseError), match=expected):
+        schema.upgrade(database_url, HEAD)
+
+    assert schema.current_revision(database_url) == FLOATS
+    ticks = run_on(
+        database_url,
+        lambda c: c.execute(
+            sa.text("SELECT instrument_id, price FROM market_data ORDER BY id")
+        ).all(),
+    )
+    assert [tuple(t) for t in ticks] == [(1, 1.5), (99, 7.5)]
+    assert run_on(database_url, lambda c: "deleted_at" not in reflect(c, "market_data").c)
+
+
+def test_a_migration_inside_the_caller_s_transaction(database_url: str) -> None:
+    """Alembic's recipe hands a connection in with its transaction begun. SQLite cannot
+    switch foreign keys off inside it (recreating instruments would then cascade into
+    market_data), so the migration is refused and the ticks stay; PostgreSQL runs it in
+    that transaction, which is the caller's to roll back or commit."""
+    schema.upgrade(database_url, FLOATS)
+    run_on(database_url, lambda c: _seed(c, [{"price": 1.5}, {"price": 2.5}]))
+
+    async def upgrade_in_transaction(finish: str) -> None:
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                await connection.begin()
+                config = schema.alembic_config(database_url)
+
+                def run(sync_connection: Connection) -> None:
+                    config.attributes["connection"] = sync_connection
+                    command.upgrade(config, HEAD)
+
+                await connection.run_sync(run)
+                await getattr(connection, finish)()
+        finally:
+            await engine.dispose()
+
+    if database_url.startswith("sqlite"):
+        with pytest.raises(
+            MigrationError,
+            match=r"^could not switch SQLite foreign keys off: run migrations on a connection "
+            r"that is not inside a transaction$",
+        ):
+            asyncio.run(upgrade_in_transaction("commit"))
+        assert schema.current_revision(database_url) == FLOATS
+    else:
+        asyncio.run(upgrade_in_transaction("rollback"))
+        assert schema.current_revision(database_url) == FLOATS
+        asyncio.run(upgrade_in_transaction("commit"))
+        assert schema.current_revision(database_url) == HEAD
+    assert _count(database_url, "market_data") == 2

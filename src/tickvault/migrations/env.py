@@ -11,6 +11,7 @@ PostgreSQL: a ``lock_timeout`` makes a migration stuck behind a busy table fail 
 """
 
 import asyncio
+from contextlib import nullcontext
 from logging.config import fileConfig
 
 from alembic import context
@@ -83,8 +84,11 @@ def do_run_migrations(connection: Connection) -> None:
     try:
         # One transaction around the whole run, begun before configure() so that Alembic
         # treats it as external and never commits half-way. tickvault's SQLite engine
-        # emits BEGIN itself, which makes SQLite DDL transactional too.
-        with connection.begin():
+        # emits BEGIN itself, which makes SQLite DDL transactional too. A connection
+        # handed in inside a transaction (Alembic's `with engine.begin() as connection`
+        # recipe) runs in that one, which its owner commits; SQLite refused it above.
+        transaction = nullcontext() if connection.in_transaction() else connection.begin()
+        with transaction:
             _configure(connection=connection, render_as_batch=is_sqlite, transactional_ddl=True)
             if connection.dialect.name == "postgresql":
                 connection.exec_driver_sql(_lock_timeout_sql())
