@@ -20,6 +20,16 @@ from tickvault.monitoring.prometheus import render
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 
 T0 = datetime(2024, 7, 1, tzinfo=UTC)
+LABELS = ("table", "type", "index")
+POOL_FIGURES = (
+    "size",
+    "checked_out",
+    "checked_in",
+    "overflow",
+    "connects_total",
+    "checkouts_total",
+    "invalidations_total",
+)
 
 
 class Clock:
@@ -367,3 +377,80 @@ async def test_unknown_or_hostile_table_names_are_refused(
         await monitor.analyze_table_performance(name)
     async with engine.connect() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM instruments"))).scalar() == 0
+
+
+def _scrape(monitor: DatabasePerformanceMonitor) -> dict[str, dict[tuple[str, ...], float]]:
+    """Every sample of ``render(monitor)`` but the histogram's: name → {(table, type or
+    index): value}."""
+    samples: dict[str, dict[tuple[str, ...], float]] = {}
+    for family in text_string_to_metric_families(render(monitor).decode()):
+        for sample in family.samples:
+            labels = tuple(sample.labels[k] for k in LABELS if k in sample.labels)
+            if sample.name.endswith(("_bucket", "_created")):
+                continue
+            samples.setdefault(sample.name, {})[labels] = sample.value
+    return samples
+
+
+async def test_prometheus_shows_the_errors_pool_and_indexes_the_monitor_saw(
+    engine: AsyncEngine,
+) -> None:
+    """A fresh engine, its statements known one by one: the scrape has exactly the errors
+    they caused, the pool's connections and checkouts, and (PostgreSQL) a series per index
+    of the database with the scans and size the monitor collected."""
+    monitor = DatabasePerformanceMonitor(engine, window_seconds=600)
+    try:
+        async with engine.begin() as connection:  # checkout 1, the pool's first connection
+            await connection.execute(insert(Instrument), [{"symbol": "A", "name": "A"}])
+            await connection.execute(insert(MarketData), [{"instrument_id": 1, "timestamp": T0}])
+        for statement in (
+            insert(MarketData).values(instrument_id=999, timestamp=T0),  # no such instrument
+            Instrument.__table__.delete().where(Instrument.id == 1),  # RESTRICT: it has a tick
+            Instrument.__table__.delete().where(Instrument.id == 1),
+        ):  # checkouts 2 to 4
+            with pytest.raises(DBAPIError, match=r"(?i)foreign key"):
+                async with engine.begin() as connection:
+                    await connection.execute(statement)
+        collected = await monitor.collect_metrics()  # checkout 5 (statistics, uncounted)
+        scraped = _scrape(monitor)
+    finally:
+        monitor.uninstrument()
+
+    errors = {labels: v for labels, v in scraped["tickvault_query_errors_total"].items() if v}
+    assert errors == {("market_data", "INSERT"): 1.0, ("instruments", "DELETE"): 2.0}
+    assert scraped["tickvault_queries_total"][("market_data", "INSERT")] == 1.0
+    assert scraped["tickvault_rows_inserted_total"] == {
+        ("instruments",): 1.0,
+        ("market_data",): 1.0,
+    }
+    pool = engine.sync_engine.pool
+    assert {name: scraped[f"tickvault_pool_{name}"][()] for name in POOL_FIGURES} == {
+        "size": pool.size(),  # type: ignore[attr-defined]
+        "checked_out": 0,
+        "checked_in": 1,
+        "overflow": 0,
+        "connects_total": 1,
+        "checkouts_total": 5,
+        "invalidations_total": 0,
+    }
+    assert scraped["tickvault_monitor_collection_failures_total"] == {(): 0.0}
+
+    if engine.dialect.name == "sqlite":  # no index statistics to show
+        assert [name for name in scraped if "index" in name] == []
+        return
+    async with engine.connect() as connection:
+        indexes = {
+            (table, index): size
+            for table, index, size in await connection.execute(
+                text(
+                    "SELECT tablename, indexname, pg_relation_size(indexname::regclass) "
+                    "FROM pg_indexes WHERE schemaname = 'public'"
+                )
+            )
+        }
+    assert len(indexes) == 18  # every index at head, alembic_version's key included
+    assert scraped["tickvault_index_size_bytes"] == indexes
+    tables = collected.index_usage["tables"]
+    assert scraped["tickvault_index_scans_total"] == {
+        (table, index): tables[table]["indexes"][index]["scans_total"] for table, index in indexes
+    }
