@@ -3,11 +3,15 @@ index usage, pool figures and table analysis."""
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
@@ -453,4 +457,48 @@ async def test_prometheus_shows_the_errors_pool_and_indexes_the_monitor_saw(
     tables = collected.index_usage["tables"]
     assert scraped["tickvault_index_scans_total"] == {
         (table, index): tables[table]["indexes"][index]["scans_total"] for table, index in indexes
+    }
+
+
+def _failures_logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "tickvault.monitor"]
+
+
+async def test_failed_collections_are_logged_counted_scraped_and_monitoring_goes_on(
+    head_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database the monitor cannot open (a SQLite file in a missing folder, a PostgreSQL
+    database that does not exist): every background collection fails, is logged, and the
+    next still runs; the scrape counts exactly the failures logged."""
+    url = sa.make_url(head_url)
+    missing = (
+        url.set(database=str(Path(str(url.database)).parent / "missing" / "ticks.db"))
+        if url.get_backend_name() == "sqlite"
+        else url.set(database=f"{url.database}_missing")
+    )
+    engine = create_engine(missing)
+    monitor = DatabasePerformanceMonitor(engine, window_seconds=600)
+    try:
+        with caplog.at_level(logging.ERROR, logger="tickvault.monitor"):
+            await monitor.start_monitoring(interval_seconds=0.01)
+            # Until the second failure is logged or the loop has ended (600 s: a hang).
+            for _ in range(60_000):
+                if len(_failures_logged(caplog)) >= 2 or not monitor.is_monitoring:
+                    break
+                await asyncio.sleep(0.01)
+            went_on = monitor.is_monitoring
+            await monitor.stop_monitoring()
+    finally:
+        monitor.uninstrument()
+        await engine.dispose()
+
+    logged = _failures_logged(caplog)
+    assert went_on
+    assert len(logged) == monitor.collection_failures >= 2
+    assert {r.getMessage() for r in logged} == {
+        "performance collection failed; retrying next interval"
+    }
+    assert monitor.history == deque()
+    assert _scrape(monitor)["tickvault_monitor_collection_failures_total"] == {
+        (): float(len(logged))
     }
