@@ -292,3 +292,38 @@ def test_promtool_finds_nothing_to_say_about_the_metrics(head_url: str) -> None:
         [PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, check=False
     )
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, b"", b"")
+
+
+def test_the_app_collects_in_the_background_every_monitor_interval(head_url: str) -> None:
+    """TICKVAULT_MONITOR_INTERVAL_SECONDS sets how often the service's monitor collects: at
+    0.05 s three collections come while an app at 3600 s has made none. On PostgreSQL the
+    collections alone put the index statistics into /metrics."""
+
+    def app(interval: float) -> TestClient:
+        settings = Settings(database_url=head_url, monitor_interval_seconds=interval)
+        return TestClient(create_app(head_url, settings=settings))
+
+    with app(0.05) as fast, app(3600) as slow:
+        collected = fast.app.state.runtime.monitor.history  # type: ignore[attr-defined]
+        cap = time.monotonic() + 600  # only against a hang
+        while len(collected) < 3 and time.monotonic() < cap:
+            time.sleep(0.01)
+        assert len(collected) >= 3
+        assert len(slow.app.state.runtime.monitor.history) == 0  # type: ignore[attr-defined]
+        index_series = {
+            name: [
+                line.split(" ")[0]
+                for line in client.get("/metrics").text.splitlines()
+                if line.startswith("tickvault_index_size_bytes{")
+            ]
+            for name, client in (("fast", fast), ("slow", slow))
+        }
+    if head_url.startswith("sqlite"):
+        assert index_series == {"fast": [], "slow": []}
+    else:
+        assert len(index_series["fast"]) == 18  # every index at head
+        assert (
+            'tickvault_index_size_bytes{index="pk_market_data",table="market_data"}'
+            in (index_series["fast"])
+        )
+        assert index_series["slow"] == []
