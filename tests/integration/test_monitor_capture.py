@@ -502,3 +502,69 @@ async def test_failed_collections_are_logged_counted_scraped_and_monitoring_goes
     assert _scrape(monitor)["tickvault_monitor_collection_failures_total"] == {
         (): float(len(logged))
     }
+
+
+def _sync_url(head_url: str) -> sa.URL:
+    """The database behind ``head_url`` with a synchronous driver (sqlite3, psycopg)."""
+    url = sa.make_url(head_url)
+    sqlite = url.get_backend_name() == "sqlite"
+    return url.set(drivername="sqlite" if sqlite else "postgresql+psycopg")
+
+
+async def test_the_monitor_on_a_sync_engine(head_url: str) -> None:
+    """A plain SQLAlchemy ``Engine`` instrumented as the docs show: its statements, rows,
+    errors and pool counted; statistics and table analysis read through an async engine of
+    the same database, which stop_monitoring() closes."""
+    engine = sa.create_engine(_sync_url(head_url))
+    clock = Clock(frozen=True)
+    monitor = DatabasePerformanceMonitor(window_seconds=10, clock=clock)
+    monitor.instrument(engine)
+    try:
+        with engine.begin() as connection:  # checkout 1
+            connection.execute(insert(Instrument), [{"symbol": "A", "name": "A"}])
+            connection.execute(insert(MarketData), _ticks(500))
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:  # checkout 2
+            connection.execute(insert(Instrument), [{"symbol": "A", "name": "again"}])
+        with engine.connect() as connection:  # checkout 3
+            ticks = connection.execute(
+                select(MarketData.id).where(MarketData.instrument_id == 1)
+            ).all()
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("ANALYZE market_data"))
+                connection.commit()
+        assert len(ticks) == 500
+        clock.skipped += 5
+        metrics = await monitor.collect_metrics()
+        analysis = await monitor.analyze_table_performance("market_data")
+    finally:
+        await monitor.stop_monitoring()
+        monitor.uninstrument()
+        engine.dispose()
+
+    assert (metrics.window_seconds, metrics.total_rows_inserted, metrics.insert_rate) == (
+        5.0,
+        501,
+        100.2,
+    )
+    analyzed = {("other", "OTHER"): (1, 0, 0)} if engine.dialect.name == "postgresql" else {}
+    assert {
+        (table, kind): (figures["count"], figures["rows"], figures["errors"])
+        for table, kinds in metrics.by_table.items()
+        for kind, figures in kinds.items()
+    } == {
+        ("instruments", "INSERT"): (1, 1, 1),  # the second INSERT failed: a taken symbol
+        ("market_data", "INSERT"): (1, 500, 0),  # one executemany of 500 rows
+        ("market_data", "SELECT"): (1, 0, 0),
+        **analyzed,  # ANALYZE market_data, PostgreSQL only
+    }
+    assert metrics.errors == 1
+    pool = metrics.connection_pool
+    assert (pool["pool_class"], pool["connects"], pool["checkouts"], pool["checked_out"]) == (
+        "QueuePool",
+        1,
+        3,
+        0,
+    )
+    assert metrics.index_usage["engine"] == engine.dialect.name
+    assert analysis["rows" if engine.dialect.name == "sqlite" else "rows_estimate"] == 500
+    assert monitor._owned_engine is None  # closed by stop_monitoring()
