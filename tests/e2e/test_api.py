@@ -458,6 +458,31 @@ def test_performance_metrics_table_analysis_prometheus_and_health(
     }
 
 
+def test_metrics_scrape_counts_the_refused_delete_and_shows_the_pool(client: TestClient) -> None:
+    aapl = add_instrument(client, "AAPL")
+    post_ticks(client, [{"instrument_id": aapl, "timestamp": iso(T0), "price": 1.0}])
+    assert client.delete(f"/instruments/{aapl}").status_code == 409  # RESTRICT: it has a tick
+    assert client.delete(f"/instruments/{aapl}").status_code == 409
+
+    text = client.get("/metrics").text
+    pool = client.app.state.runtime.engine.sync_engine.pool  # type: ignore[attr-defined]
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("tickvault_query_errors_total", "tickvault_pool_", "tickvault_monitor"))
+    }
+    errors = {name: v for name, v in samples.items() if name.startswith("tickvault_query_e") and v}
+    assert errors == {'tickvault_query_errors_total{table="instruments",type="DELETE"}': 2.0}
+    assert samples["tickvault_monitor_collection_failures_total"] == 0.0
+    assert (
+        samples["tickvault_pool_size"],
+        samples["tickvault_pool_checked_out"],
+        samples["tickvault_pool_checked_in"],
+        samples["tickvault_pool_overflow"],
+    ) == (pool.size(), 0.0, pool.checkedin(), 0.0)
+    assert samples["tickvault_pool_invalidations_total"] == 0.0
+
+
 def test_health_reports_a_database_behind_the_code(database_url: str) -> None:
     from tickvault.services import schema
 
