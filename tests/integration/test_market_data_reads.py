@@ -244,3 +244,22 @@ async def test_bars_across_the_epoch_start_where_their_ticks_are(
         (starts[0], 10.0, 11.0, 2),
         (starts[1], 12.0, 12.0, 1),
     ]
+
+
+async def test_a_tick_in_a_bars_last_microseconds_is_in_that_bar(session_factory: Sessions) -> None:
+    """SQLite's strftime('%s') rounds to the millisecond: 13:30:59.9996 became 13:31:00."""
+    minute = datetime(2024, 3, 4, 14, 4, tzinfo=UTC)
+    async with session_factory.begin() as session:
+        session.add(Instrument(id=1, symbol="EDGE", name="edge"))
+        await session.flush()
+        for micro, price in ((999_400, 10.0), (999_600, 11.0), (999_999, 12.0), (1_000_000, 13.0)):
+            when = minute + timedelta(seconds=59, microseconds=micro)
+            session.add(MarketData(instrument_id=1, timestamp=when, price=price, volume=1))
+    async with session_factory() as session:
+        bars = await MarketDataRepository(session).ohlcv(
+            1, "1m", minute, minute + timedelta(minutes=2)
+        )
+    assert [(bar.start, bar.open, bar.close, bar.ticks) for bar in bars] == [
+        (minute, 10.0, 12.0, 3),
+        (minute + timedelta(minutes=1), 13.0, 13.0, 1),
+    ]

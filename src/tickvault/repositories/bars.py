@@ -89,10 +89,12 @@ def _bucket(dialect: str, seconds: int) -> ColumnElement[Any]:
     if dialect == "postgresql":
         epoch = func.floor(func.extract("epoch", MarketData.timestamp))
         return cast(func.floor(epoch / seconds) * seconds, BigInteger)
-    # SQLite keeps UTC text; strftime('%s') reads it as whole UTC seconds, rounded down (also
-    # before 1970). SQLite's integer division truncates toward zero, so a bucket is taken as
+    # SQLite keeps UTC text, "YYYY-MM-DD HH:MM:SS.ffffff": strftime('%s') of its first 19
+    # characters is the whole UTC second (also before 1970; of the whole text, it rounds to
+    # the millisecond first, and a tick in a bar's last half millisecond went to the next
+    # bar). SQLite's integer division truncates toward zero, so a bucket is taken as
     # epoch - (epoch mod seconds), with the remainder made non-negative: floor on both engines.
-    epoch_s = cast(func.strftime("%s", MarketData.timestamp), Integer)
+    epoch_s = cast(func.strftime("%s", func.substr(MarketData.timestamp, 1, 19)), Integer)
     return epoch_s - ((epoch_s % seconds) + seconds) % seconds
 
 
