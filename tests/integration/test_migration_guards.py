@@ -150,10 +150,10 @@ def test_a_migration_behind_a_busy_table_fails_fast(
                         "VALUES (1, CURRENT_TIMESTAMP)"
                     )
                 )
-                started = asyncio.get_running_loop().time()
+                # The lock timeout's own error: without it the upgrade would wait for this
+                # writer (forever, here), not fail.
                 with pytest.raises(DatabaseError, match=r"lock timeout|database is locked"):
                     await asyncio.to_thread(schema.upgrade, database_url, HEAD)
-                assert asyncio.get_running_loop().time() - started < 30
                 await connection.rollback()
         finally:
             await engine.dispose()
