@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.errors import DatabaseUnavailable, TickRefused, WriteQueueFull
 from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
+from tickvault.services import writer as writer_module
 from tickvault.services.alerts import AlertService
 from tickvault.services.market_data import IdempotencyKey, MarketDataService
 
@@ -195,7 +196,11 @@ async def refuse_666(engine: AsyncEngine) -> None:
 
 @pytest.mark.parametrize("requests", ["one request", "a request per tick"])
 async def test_a_tick_the_database_refuses_fails_alone_and_leaves_no_alert_state(
-    service: MarketDataService, session_factory: Sessions, engine: AsyncEngine, requests: str
+    service: MarketDataService,
+    session_factory: Sessions,
+    engine: AsyncEngine,
+    requests: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     [instrument_id] = await add_instruments(session_factory, ["AAA"])
     await refuse_666(engine)
@@ -215,9 +220,11 @@ async def test_a_tick_the_database_refuses_fails_alone_and_leaves_no_alert_state
         rejections = [(r.position, r.reason) for r in report.rejections]
     else:
         # All queued before the writer takes any: on PostgreSQL it writes the first half
-        # while the second half's transaction is open beside it. That second half was
+        # while the second half's transaction is open beside it (from 2 ticks queued here,
+        # 256 otherwise). That second half was
         # evaluated after 666 (the previous price of its first tick: a -85 % change), so
         # it must be rolled back and evaluated again once 666 is refused.
+        monkeypatch.setattr(writer_module, "PIPELINE_MIN_TICKS", 2)
         pending = [await service.submit([one]) for one in ticks]
         reports = [await answer for answer in pending]
         ids = [id_ for one in reports for id_ in one.ids]

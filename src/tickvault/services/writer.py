@@ -15,9 +15,10 @@ logs in one transaction (``tickvault.database.live``); only after COMMIT is each
 answered. So a tick answered with its id is stored and its alerts evaluated, and a tick
 answered with an error is not stored.
 
-On PostgreSQL two batches are written at once (``PIPELINE``): with nothing in flight the
-writer takes half of what is queued and starts the rest beside it, so the database writes
-one batch while the producers the other one answered make the next. They commit in the
+On PostgreSQL two batches are written at once (``PIPELINE``) when enough is queued
+(``PIPELINE_MIN_TICKS``): with nothing in flight the writer takes half of it and starts the
+rest beside it, so the database writes one batch while the producers the other one
+answered make the next. They commit in the
 order they were taken, the second only after the first; when one fails, those behind it
 are rolled back, their alert evaluation undone (newest first), and queued again.
 
@@ -66,6 +67,10 @@ DEFAULT_CAPACITY = 50_000  # ticks queued at most
 MAX_BATCH = 10_000  # ticks taken into one transaction at most (a larger request goes alone)
 PROBE_SECONDS = 0.25  # how often an unreachable database is tried again
 PIPELINE = 2  # PostgreSQL: batches being written at once, each on its own connection
+# ... when this many ticks are queued: below it, one batch at a time is faster (measured with
+# producers that each await their tick: the open transaction's BEGIN and COMMIT cost more
+# than the overlap gains).
+PIPELINE_MIN_TICKS = 256
 
 
 @dataclass(frozen=True)
@@ -238,14 +243,18 @@ class TickWriter:
         """PostgreSQL: keep up to ``PIPELINE`` batches being written at once, each in a
         transaction of its own, and commit them in the order they were taken.
 
-        With nothing in flight, a batch takes half of what is queued, so that the rest
-        starts beside it: while the database writes one batch, the producers the other one
-        answered make the next. A batch commits only after the one before it did; when one
-        fails, those behind it are rolled back and queued again, and the alert state goes
-        back to before the failed one."""
+        With nothing in flight and at least twice ``PIPELINE_MIN_TICKS`` queued, a batch
+        takes half of it, so that the rest starts beside it: while the database writes one
+        batch, the producers the other one answered make the next. A batch commits only
+        after the one before it did; when one fails, those behind it are rolled back and
+        queued again, and the alert state goes back to before the failed one."""
         while self._queue and len(self._flights) < PIPELINE and self.down is None:
             alone = not self._flights
-            limit = min(self.max_batch, -(-self._backlog // 2)) if alone else self.max_batch
+            if not alone and self._backlog < PIPELINE_MIN_TICKS:
+                break  # too little to be worth an open transaction's two round trips
+            limit = self.max_batch
+            if alone and self._backlog >= 2 * PIPELINE_MIN_TICKS:
+                limit = min(self.max_batch, -(-self._backlog // 2))
             batch = self._take(limit)
             try:
                 flight = await self._begin(batch, alone=alone)
