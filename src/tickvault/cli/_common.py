@@ -10,6 +10,14 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -154,3 +162,16 @@ def configure_logging() -> None:
         if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
             logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+def file_progress(out: Console) -> Progress:
+    """The progress bar of a command working through a file (ingest, export)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=out,
+        transient=True,
+    )

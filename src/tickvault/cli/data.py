@@ -13,15 +13,10 @@ from typing import IO, Annotated, Any
 
 import typer
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
 )
 
-from tickvault.cli._common import DatabaseUrl, console, friendly_errors, opened
+from tickvault.cli._common import DatabaseUrl, console, file_progress, friendly_errors, opened
 from tickvault.database.receipts import LoadReceipt, file_fingerprint
 from tickvault.errors import TickvaultError, ValidationError
 from tickvault.services.market_data import (
@@ -175,15 +170,7 @@ def ingest(
     async def run() -> None:
         async with opened(database_url) as (_, session_factory):
             service = MarketDataService(session_factory)
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TaskProgressColumn(),
-                TimeRemainingColumn(),
-                console=out,
-                transient=True,
-            ) as progress:
+            with file_progress(out) as progress:
                 task = progress.add_task(file.name, total=count_rows(file))
 
                 def resume_from(receipt: LoadReceipt) -> None:

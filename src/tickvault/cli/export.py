@@ -7,16 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
-from tickvault.cli._common import DatabaseUrl, console, friendly_errors, opened
+from tickvault.cli._common import DatabaseUrl, console, file_progress, friendly_errors, opened
 from tickvault.errors import ValidationError
 from tickvault.repositories.market_data import BATCH_ROWS
 from tickvault.services.export import export_range
@@ -76,15 +68,7 @@ def export(
 
     async def run() -> tuple[int, float]:
         async with opened(database_url, writes=False) as (_, session_factory):
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TaskProgressColumn(),
-                TimeRemainingColumn(),
-                console=out,
-                transient=True,
-            ) as progress:
+            with file_progress(out) as progress:
                 task = progress.add_task(file.name, total=None)
                 started = time.perf_counter()
                 report = await export_range(

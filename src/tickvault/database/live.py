@@ -126,7 +126,6 @@ class Transaction:
     ``finish`` commits and ``abort`` rolls back."""
 
     ids: list[int]
-    ticks: int
     logs: int
     alone: bool
     connection: AsyncConnection
@@ -230,7 +229,7 @@ class LiveStore:
         after = self._last if self._last is not None and not self._last.done() else None
         task = asyncio.create_task(_pg_write(driver, statement, arguments, alone, after))
         self._last = task
-        return Transaction(ids, len(records), len(logs), alone, connection, driver, task)
+        return Transaction(ids, len(logs), alone, connection, driver, task)
 
     async def finish(self, transaction: Transaction) -> list[int]:
         """Wait for the write, commit it, and return its ids. A connection lost while the
@@ -253,7 +252,7 @@ class LiveStore:
                     raise
         finally:
             await self._give_back(transaction)
-        report(self.engine, "INSERT INTO market_data", started, transaction.ticks)
+        report(self.engine, "INSERT INTO market_data", started, len(transaction.ids))
         if transaction.logs:
             report(self.engine, "INSERT INTO alert_logs", started, transaction.logs)
         return transaction.ids
