@@ -73,6 +73,34 @@ def test_a_retry_gets_the_first_answer_and_stores_nothing_again(head_url: str) -
     assert stored(head_url) == 6
 
 
+def test_a_key_that_is_empty_or_too_long_is_a_422_naming_the_header(head_url: str) -> None:
+    seed_one_instrument(head_url)
+    csv = {"file": ("ticks.csv", b"instrument_id,timestamp,price\n1,2024-05-06T13:30:00Z,1\n")}
+    with client_for(head_url) as client:
+        answers = [
+            send(key)
+            for key in ("", "k" * 256)
+            for send in (
+                lambda key: client.post(
+                    "/market-data", json=ticks(1), headers={"Idempotency-Key": key}
+                ),
+                lambda key: client.post(
+                    "/market-data/csv", files=csv, headers={"Idempotency-Key": key}
+                ),
+            )
+        ]
+        longest = client.post("/market-data", json=ticks(1), headers={"Idempotency-Key": "k" * 255})
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        [error] = answer.json()["detail"]
+        assert error["loc"] == ["header", "Idempotency-Key"]
+    assert [a.json()["detail"][0]["type"] for a in answers] == [
+        "string_too_short", "string_too_short", "string_too_long", "string_too_long"
+    ]  # fmt: skip
+    assert longest.status_code == 200, longest.text
+    assert stored(head_url) == 1
+
+
 def test_a_csv_retry_matches_on_the_file_not_the_multipart_boundary(head_url: str) -> None:
     seed_one_instrument(head_url)
     content = b"instrument_id,timestamp,price\n1,2024-05-06T13:30:00Z,101.5\n"

@@ -4,6 +4,9 @@ import io
 from typing import Annotated
 
 from fastapi import APIRouter, File, Header, Path, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
+from pydantic import StringConstraints, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
 from tickvault.api.columnar import COLUMNAR_RESPONSES, stream_table, stream_ticks
 from tickvault.api.negotiation import JSON, negotiate
@@ -16,7 +19,7 @@ from tickvault.api.routes._paging import (
     page_of,
     time_cursor,
 )
-from tickvault.api.runtime import RuntimeDep
+from tickvault.api.runtime import Runtime, RuntimeDep
 from tickvault.api.schemas import (
     BarOut,
     IngestResult,
@@ -28,7 +31,7 @@ from tickvault.api.schemas import (
     TickOut,
     UtcDatetime,
 )
-from tickvault.api.security import READ, WRITE
+from tickvault.api.security import READ, WRITE, WRITE_CHECK, WRITE_SECURITY
 from tickvault.api.tick_csv import TICK_CSV, TICK_CSV_PATTERN, TICK_CSV_RULE
 from tickvault.errors import ValidationError
 from tickvault.monitoring.metrics import iso_utc
@@ -59,20 +62,42 @@ MORE_BARS = {
         "schema": {"type": "string"},
     }
 }
+IDEMPOTENCY_KEY = (
+    "Makes the request safe to retry: the same key with the same body again gets the "
+    "first response (header `Idempotent-Replayed: true`) and stores nothing again; "
+    "with another body, 422; while the first is still running, 409. Keys are kept "
+    "24 hours (`TICKVAULT_IDEMPOTENCY_KEY_HOURS`)."
+)
+KeyText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 IdempotencyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        description=(
-            "Makes the request safe to retry: the same key with the same body again gets the "
-            "first response (header `Idempotent-Replayed: true`) and stores nothing again; "
-            "with another body, 422; while the first is still running, 409. Keys are kept "
-            "24 hours (`TICKVAULT_IDEMPOTENCY_KEY_HOURS`)."
-        ),
-    ),
+    KeyText | None, Header(alias="Idempotency-Key", description=IDEMPOTENCY_KEY)
 ]
+# POST /market-data reads the header itself (a Header parameter costs FastAPI as much again
+# as a bare request's whole handling); OpenAPI says the same of it as of the one above.
+_KEY_TEXT: TypeAdapter[str] = TypeAdapter(KeyText)
+_KEY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {
+        "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}],
+        "description": IDEMPOTENCY_KEY,
+        "title": "Idempotency-Key",
+    },
+    "description": IDEMPOTENCY_KEY,
+}
+
+
+def _key_header(request: Request) -> str | None:
+    """The Idempotency-Key header, checked as the ``IdempotencyHeader`` parameter would be."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    try:
+        return _KEY_TEXT.validate_python(key)
+    except PydanticValidationError as exc:
+        errors = [{**error, "loc": ("header", "Idempotency-Key")} for error in exc.errors()]
+        raise RequestValidationError(errors) from None
 
 
 def _keyed(key: str | None, request: Request, body: bytes) -> IdempotencyKey | None:
@@ -87,21 +112,21 @@ def _answer(report: LiveReport, response: Response) -> IngestResult:
     return IngestResult.model_validate(report)
 
 
-@router.post("", dependencies=WRITE, responses=TOO_LARGE)
-async def post_ticks(
-    body: TickBatch,
-    runtime: RuntimeDep,
-    request: Request,
-    response: Response,
-    idempotency_key: IdempotencyHeader = None,
-) -> IngestResult:
+@router.post(
+    "",
+    dependencies=WRITE_CHECK,
+    responses=TOO_LARGE,
+    openapi_extra={"security": WRITE_SECURITY, "parameters": [_KEY_PARAMETER]},
+)
+async def post_ticks(body: TickBatch, request: Request, response: Response) -> IngestResult:
     """Store a batch of ticks; answered once they are committed (with other clients' ticks,
     in one transaction, with their alert rules evaluated). Ticks that cannot be stored come
     back with their position and reason; the others are stored, with `ids` in the order
     sent. 503 with Retry-After (nothing stored) when the write queue is full or the
     database is unavailable. With an `Idempotency-Key`, the request's ticks are stored all
     or none, with its receipt."""
-    idempotency = _keyed(idempotency_key, request, await request.body())
+    idempotency = _keyed(_key_header(request), request, await request.body())
+    runtime: Runtime = request.app.state.runtime
     report = await runtime.market_data.store(body.ticks, wait=False, idempotency=idempotency)
     return _answer(report, response)
 
