@@ -4,22 +4,21 @@
 
     store = LiveStore(engine)
     ids = await store.write(records, logs)    # ids of the ticks, in input order
-    pending = await store.start(records, logs, alone=False)   # PostgreSQL: in the background
+    pending = store.start(records, logs)      # PostgreSQL: sent once the last one committed
     ids = await store.finish(pending)         # ... committed (or store.abort(pending))
     await store.aclose()
 
 The live writer commits small batches (a few to a few thousand ticks) as fast as they come,
 so what matters is the cost per transaction, and the time the event loop waits for it:
 
-- PostgreSQL: one statement writes a batch: two data-modifying CTEs, each an ``INSERT …
-  SELECT FROM unnest(arrays)``, one for the ticks and one for their logs. ``start`` sends
-  it and returns; ``finish`` waits for it and commits. A batch written alone is one round
-  trip, its own implicit transaction. While one batch is being written, the writer may
-  start the next on a second connection, in an open transaction (BEGIN, the statement,
-  then COMMIT once the batch before it committed, or ROLLBACK with ``abort``), so that
-  the database works on one batch while Python prepares the next; batches thus commit in
-  the order they were taken. The ticks' ids are taken from the sequence ahead of time, a
-  block at a time, so they are known before the statement is sent: when the connection
+- PostgreSQL: one statement writes a batch, in its own implicit transaction (one round
+  trip): two data-modifying CTEs, each an ``INSERT … SELECT FROM unnest(arrays)``, one for
+  the ticks and one for their logs. ``start`` prepares it on a connection of its own and
+  returns; ``finish`` waits for it. The writer may start the next batch while one is being
+  written: its statement is sent the moment the one before it committed, and never when
+  that one failed (``NotSent``), so batches commit in the order they were taken while
+  Python prepares the next one. The ticks' ids are taken from the sequence ahead of time,
+  a block at a time, so they are known before the statement is sent: when the connection
   breaks while a batch may have committed, the outcome is unknown, and ``CommitInDoubt``
   carries the ids to ask the database about later. The writer keeps its connections of
   the engine's pool while it has work.
@@ -110,6 +109,10 @@ class ReceiptRow:
         return (self.key, self.fingerprint, self.source, self.count, self.render(mine))
 
 
+class NotSent(Exception):
+    """The batch before this one failed: this one was not sent (nothing of it stored)."""
+
+
 class CommitInDoubt(Exception):
     """The connection broke while the write ran: it may or may not be stored."""
 
@@ -121,13 +124,10 @@ class CommitInDoubt(Exception):
 
 @dataclass
 class Transaction:
-    """A batch being written on PostgreSQL (``LiveStore.start``): ``ids`` are its ticks' ids.
-    ``alone``: one statement that commits by itself; otherwise an open transaction that
-    ``finish`` commits and ``abort`` rolls back."""
+    """A batch being written on PostgreSQL (``LiveStore.start``): ``ids`` are its ticks' ids."""
 
     ids: list[int]
     logs: int
-    alone: bool
     connection: AsyncConnection
     driver: Any
     task: "asyncio.Task[float]"  # the write; its result is when it started
@@ -139,7 +139,7 @@ class LiveStore:
         self.pipelined = engine.dialect.name == "postgresql"  # transactions may overlap
         self._idle: list[AsyncConnection] = []  # PostgreSQL connections kept while busy
         self._ids: list[int] = []
-        self._last: asyncio.Task[float] | None = None  # the write started last
+        self._last: asyncio.Task[float] | None = None  # the write started last, until finished
         self._sqlite: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._checkpoint: Future[None] | None = None
@@ -155,7 +155,7 @@ class LiveStore:
         """Store ``records``, ``logs`` (alert_logs rows as dicts) and ``receipts`` in one
         transaction."""
         if self.pipelined:
-            return await self.finish(await self.start(records, logs, receipts, alone=True))
+            return await self.finish(await self.start(records, logs, receipts))
         return await self._write_sqlite(records, logs, receipts)
 
     async def probe(self) -> None:
@@ -197,16 +197,12 @@ class LiveStore:
         records: Sequence[TickRecord],
         logs: Sequence[Mapping[str, Any]],
         receipts: Sequence[ReceiptRow] = (),
-        *,
-        alone: bool,
     ) -> Transaction:
         """Start writing ``records``, ``logs`` and ``receipts`` on a connection of their own
-        (PostgreSQL) and return at once: ``finish`` waits for the write and commits it.
+        (PostgreSQL) and return at once: ``finish`` waits for the write.
 
-        ``alone``: one statement, its own transaction (one round trip), for a batch nothing
-        else is written beside. Otherwise the write runs in an open transaction that commits
-        only when ``finish`` is called, so that batches written at the same time can commit
-        in the order they were taken (or not at all: ``abort``)."""
+        The statement is sent once the batch started before it committed; if that one
+        failed, this one is not sent at all (``finish`` raises ``NotSent``)."""
         connection = self._idle.pop() if self._idle else await self.engine.connect()
         try:
             driver: Any = (await connection.get_raw_connection()).driver_connection
@@ -226,30 +222,27 @@ class LiveStore:
         if receipts:
             arguments += _columns([receipt.row(ids) for receipt in receipts], 5)
         statement = _PG_WRITE_KEYED if receipts else _PG_WRITE
-        after = self._last if self._last is not None and not self._last.done() else None
-        task = asyncio.create_task(_pg_write(driver, statement, arguments, alone, after))
+        # Until the writer has seen how the last batch ended (``finish``, ``abort``), this
+        # one waits for it, and is not sent if it failed.
+        task = asyncio.create_task(_pg_write(driver, statement, arguments, self._last))
         self._last = task
-        return Transaction(ids, len(logs), alone, connection, driver, task)
+        return Transaction(ids, len(logs), connection, driver, task)
 
     async def finish(self, transaction: Transaction) -> list[int]:
-        """Wait for the write, commit it, and return its ids. A connection lost while the
-        batch may have committed (its statement or COMMIT sent, no answer) raises
-        ``CommitInDoubt``; any other failure, the driver's error (nothing stored)."""
+        """Wait for the write and return its ids. A connection lost while the batch may have
+        committed (its statement sent, no answer) raises ``CommitInDoubt``; a batch not sent
+        because the one before it failed, ``NotSent``; any other failure, the driver's error
+        (nothing stored)."""
         driver = transaction.driver
         try:
             try:
                 started = await transaction.task
+            except (NotSent, asyncio.CancelledError):
+                raise
             except Exception as exc:
-                if transaction.alone and driver.is_closed():
+                if driver.is_closed():
                     raise CommitInDoubt(transaction.ids, exc) from exc
-                raise  # an open transaction: not committed
-            if not transaction.alone:
-                try:
-                    await driver.execute("COMMIT")
-                except Exception as exc:
-                    if driver.is_closed():
-                        raise CommitInDoubt(transaction.ids, exc) from exc
-                    raise
+                raise
         finally:
             await self._give_back(transaction)
         report(self.engine, "INSERT INTO market_data", started, len(transaction.ids))
@@ -258,18 +251,16 @@ class LiveStore:
         return transaction.ids
 
     async def abort(self, transaction: Transaction) -> None:
-        """Roll back a transaction that ``start`` opened (never an ``alone`` one, which
-        commits by itself)."""
-        assert not transaction.alone
+        """Wait for a batch started behind one that failed (it is then not sent) and give
+        its connection back."""
         with contextlib.suppress(Exception):
             await transaction.task
         await self._give_back(transaction)
 
     async def _give_back(self, transaction: Transaction) -> None:
+        if self._last is transaction.task:
+            self._last = None
         connection, driver = transaction.connection, transaction.driver
-        if not driver.is_closed() and driver.is_in_transaction():
-            with contextlib.suppress(Exception):
-                await driver.execute("ROLLBACK")
         if driver.is_closed():
             await connection.invalidate()
         else:
@@ -357,21 +348,16 @@ def _sqlite_transaction(
 
 
 async def _pg_write(
-    driver: Any,
-    statement: str,
-    arguments: list[Any],
-    alone: bool,
-    after: "asyncio.Task[float] | None",
+    driver: Any, statement: str, arguments: list[Any], after: "asyncio.Task[float] | None"
 ) -> float:
-    """One batch's write; an open transaction's starts only once the write before it ended
-    (the batch before it may then wait for nothing but its COMMIT: had this one taken its
-    locks first, another session queued for a lock between them would wait for this
-    transaction, and the one before it for that session, while this one waits for the one
-    before it to commit)."""
-    if not alone:
-        await driver.execute("BEGIN")
+    """One batch's write, its own transaction, sent once the write started before it
+    committed; not sent if that one failed (the batches behind a failed one go back to the
+    queue, to be evaluated and written again)."""
     if after is not None:
-        await asyncio.wait((after,))
+        if not after.done():
+            await asyncio.wait((after,))
+        if after.cancelled() or after.exception() is not None:
+            raise NotSent("the batch before this one failed")
     started = perf_counter()
     await driver.execute(statement, *arguments)
     return started

@@ -15,12 +15,14 @@ logs in one transaction (``tickvault.database.live``); only after COMMIT is each
 answered. So a tick answered with its id is stored and its alerts evaluated, and a tick
 answered with an error is not stored.
 
-On PostgreSQL two batches are written at once (``PIPELINE``) when enough is queued
-(``PIPELINE_MIN_TICKS``): with nothing in flight the writer takes half of it and starts the
-rest beside it, so the database writes one batch while the producers the other one
-answered make the next. They commit in the
-order they were taken, the second only after the first; when one fails, those behind it
-are rolled back, their alert evaluation undone (newest first), and queued again.
+On PostgreSQL the writer prepares the next batch while one is being written (``PIPELINE``
+batches at once, each on its own connection and in its own one-statement transaction): with
+nothing in flight and ``PIPELINE_MIN_TICKS`` or more queued, it takes half of what is queued
+and starts the rest behind it, so the database writes one batch while the producers the
+other one answered make the next (below that, one batch at a time). A batch's statement is
+sent only once the one before it committed, so they commit in the order they were taken;
+when one fails, those behind it were not sent: their alert evaluation is undone (newest
+first) and they are queued again.
 
 Failures, by what the driver said (``tickvault.database.failures``):
 
@@ -66,11 +68,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_CAPACITY = 50_000  # ticks queued at most
 MAX_BATCH = 10_000  # ticks taken into one transaction at most (a larger request goes alone)
 PROBE_SECONDS = 0.25  # how often an unreachable database is tried again
-PIPELINE = 2  # PostgreSQL: batches being written at once, each on its own connection
-# ... when this many ticks are queued: below it, one batch at a time is faster (measured with
-# producers that each await their tick: the open transaction's BEGIN and COMMIT cost more
-# than the overlap gains).
-PIPELINE_MIN_TICKS = 256
+PIPELINE = 2  # PostgreSQL: batches in flight at once, each on its own connection
+PIPELINE_MIN_TICKS = 256  # ... when this many ticks are queued
 
 
 @dataclass(frozen=True)
@@ -240,24 +239,24 @@ class TickWriter:
         self._room.set()
 
     async def _pump(self) -> None:
-        """PostgreSQL: keep up to ``PIPELINE`` batches being written at once, each in a
-        transaction of its own, and commit them in the order they were taken.
+        """PostgreSQL: keep up to ``PIPELINE`` batches in flight, each sent once the one
+        before it committed, and answer the oldest one.
 
-        With nothing in flight and at least twice ``PIPELINE_MIN_TICKS`` queued, a batch
-        takes half of it, so that the rest starts beside it: while the database writes one
-        batch, the producers the other one answered make the next. A batch commits only
-        after the one before it did; when one fails, those behind it are rolled back and
-        queued again, and the alert state goes back to before the failed one."""
+        With at least ``PIPELINE_MIN_TICKS`` queued and nothing in flight, a batch takes
+        half of it, so that the rest starts behind it: while the database writes one batch,
+        the producers the other one answered make the next. With less queued, one batch at
+        a time. When one fails, those behind it
+        (not sent) are queued again and the alert state goes back to before the failed one."""
         while self._queue and len(self._flights) < PIPELINE and self.down is None:
-            alone = not self._flights
-            if not alone and self._backlog < PIPELINE_MIN_TICKS:
-                break  # too little to be worth an open transaction's two round trips
             limit = self.max_batch
-            if alone and self._backlog >= 2 * PIPELINE_MIN_TICKS:
-                limit = min(self.max_batch, -(-self._backlog // 2))
+            if self._backlog >= PIPELINE_MIN_TICKS:
+                if not self._flights:
+                    limit = min(self.max_batch, -(-self._backlog // 2))
+            elif self._flights:
+                break  # too little queued to be worth a batch of its own
             batch = self._take(limit)
             try:
-                flight = await self._begin(batch, alone=alone)
+                flight = await self._begin(batch)
             except DRIVER_ERRORS:
                 if self._flights:  # the batches before it first: try it again after them
                     self._requeue([batch])
@@ -294,31 +293,25 @@ class TickWriter:
         self._answer(batch, [error] * sum(len(request.records) for request in batch))
         self._done(batch)
 
-    async def _begin(self, batch: list[_Request], *, alone: bool) -> "_Flight":
+    async def _begin(self, batch: list[_Request]) -> "_Flight":
         records, spans = _flatten(batch)
         run = AlertRun(per_tick=[0] * len(records))
         if self.alerts is not None:
             run = await self.alerts.prepare(records)
         try:
-            transaction = await self._live.start(
-                records, run.logs, _receipts(spans, run), alone=alone
-            )
+            transaction = await self._live.start(records, run.logs, _receipts(spans, run))
         except BaseException:
             run.undo()
             raise
         return _Flight(batch, records, spans, run, transaction)
 
     async def _land(self, flight: "_Flight") -> list[Outcome]:
-        """Commit ``flight``, the oldest batch in flight; when it fails, roll back those
-        behind it."""
+        """Wait for ``flight``, the oldest batch in flight; when it fails, those behind it
+        were not sent: undo their alert evaluation and queue them again."""
         try:
             ids = await self._live.finish(flight.transaction)
-        except CommitInDoubt as doubt:
-            if await self._committed_after_all(doubt.ids[0], reason_of(doubt.cause)):
-                return self._stored(doubt.ids, flight.run.per_tick)
-            failure: BaseException = doubt.cause
-        except DRIVER_ERRORS as exc:
-            failure = exc
+        except (CommitInDoubt, *DRIVER_ERRORS) as exc:
+            failure: BaseException = exc
         else:
             return self._stored(ids, flight.run.per_tick)
         behind = list(self._flights)
@@ -326,8 +319,12 @@ class TickWriter:
         for later in reversed(behind):  # newest first: each undo restores what it saw
             await self._live.abort(later.transaction)
             later.run.undo()
-        flight.run.undo()
         self._requeue([later.batch for later in behind])
+        if isinstance(failure, CommitInDoubt):
+            if await self._committed_after_all(failure.ids[0], reason_of(failure.cause)):
+                return self._stored(failure.ids, flight.run.per_tick)
+            failure = failure.cause
+        flight.run.undo()
         return await self._failed(flight.records, flight.spans, failure)
 
     def _requeue(self, batches: list[list[_Request]]) -> None:
@@ -337,12 +334,18 @@ class TickWriter:
                 self._backlog += len(request.records)
 
     async def _abandon(self, exc: Exception) -> None:
-        """After a bug: roll back and answer every batch still in flight with an error."""
+        """After a bug: answer every batch still in flight, stored or not."""
         flights, self._flights = list(self._flights), deque()
-        for flight in reversed(flights):
-            if not flight.transaction.alone:
-                with contextlib.suppress(Exception):
-                    await self._live.abort(flight.transaction)
+        failed: list[_Flight] = []
+        for flight in flights:
+            try:
+                ids = await self._live.finish(flight.transaction)
+            except Exception:
+                failed.append(flight)  # and those behind it were not sent
+            else:
+                self._answer(flight.batch, self._stored(ids, flight.run.per_tick))
+                self._done(flight.batch)
+        for flight in reversed(failed):
             flight.run.undo()
             self._give_up(flight.batch, exc)
 
