@@ -220,10 +220,10 @@ async def test_a_tick_the_database_refuses_fails_alone_and_leaves_no_alert_state
         rejections = [(r.position, r.reason) for r in report.rejections]
     else:
         # All queued before the writer takes any: on PostgreSQL it writes the first half
-        # while the second half's transaction is open beside it (from 2 ticks queued here,
-        # 256 otherwise). That second half was
-        # evaluated after 666 (the previous price of its first tick: a -85 % change), so
-        # it must be rolled back and evaluated again once 666 is refused.
+        # and prepares the second half behind it (from 2 ticks queued here, 256
+        # otherwise). That second half was evaluated after 666 (the previous price of its
+        # first tick: a -85 % change), so it must not be sent, and be evaluated again once
+        # 666 is refused.
         monkeypatch.setattr(writer_module, "PIPELINE_MIN_TICKS", 2)
         pending = [await service.submit([one]) for one in ticks]
         reports = [await answer for answer in pending]
@@ -247,6 +247,44 @@ async def test_a_tick_the_database_refuses_fails_alone_and_leaves_no_alert_state
     await service.insert_market_data(tick(21, 97.5))
     rows = await read_alerts(session_factory)
     assert [(name, status, value) for name, _, status, value in rows] == []
+
+
+async def test_after_a_bug_in_the_writer_every_request_is_answered_as_it_ended(
+    service: MarketDataService,
+    session_factory: Sessions,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch whose preparation raises something unforeseen: its requests get an error and
+    nothing of it is stored; on PostgreSQL, the batch already sent before it is stored and
+    answered with its ids; the writer goes on."""
+    [instrument_id] = await add_instruments(session_factory, ["AAA"])
+    assert service.alerts is not None
+    prepare = service.alerts.prepare
+
+    async def buggy(records: Any) -> Any:
+        if any(record[2] == 13.0 for record in records):
+            raise RuntimeError("a bug")
+        return await prepare(records)
+
+    monkeypatch.setattr(service.alerts, "prepare", buggy)
+    monkeypatch.setattr(writer_module, "PIPELINE_MIN_TICKS", 2)
+    prices = [100.0, 101.0, 102.0, 103.0, 100.0, 101.0, 13.0, 98.5]
+    pending = [await service.submit([at(instrument_id, n, p)]) for n, p in enumerate(prices)]
+    answers: list[Any] = []
+    for one in pending:
+        try:
+            answers.append((await one).ids[0])
+        except Exception as exc:
+            answers.append(str(exc))
+    async with session_factory() as session:
+        stored = (await session.scalars(select(MarketData.id).order_by(MarketData.id))).all()
+    # SQLite writes the 8 in one batch; PostgreSQL the first 4 while it prepares the rest.
+    sent = 4 if service.engine.dialect.name == "postgresql" else 0
+    assert list(stored) == answers[:sent]
+    assert answers[sent:] == ["the write failed: RuntimeError('a bug')"] * (8 - sent)
+    later = await service.insert_market_data(at(instrument_id, 20, 100.0))
+    async with session_factory() as session:
+        assert await session.get(MarketData, later.id) is not None
 
 
 async def test_a_full_queue_refuses_at_once_and_stores_what_it_took(
