@@ -513,3 +513,35 @@ async def test_range_and_ohlcv_plans_read_only_their_partitions(pg: AsyncEngine)
 
 def day(n: int) -> str:
     return f"market_data_p{START + timedelta(days=n):%Y%m%d}"
+
+
+async def test_latest_reads_each_partition_by_one_backward_probe(pg: AsyncEngine) -> None:
+    """The latest tick per instrument has no time range to prune with: each partition's
+    (instrument_id, timestamp, id) index is probed backwards per instrument and the row comes
+    from that probe. A lookup of the ids found (the shape before) could not prune: it read
+    every partition by id or in full (4.4 s at 3,000,000 rows and 93 partitions)."""
+    await partitioning.partition(pg, "1d", ahead=1)
+    async with pg.connect() as connection:
+        await connection.execute(text("ANALYZE market_data"))
+        expected = dict(
+            (
+                await connection.execute(
+                    text(
+                        "SELECT DISTINCT ON (instrument_id) instrument_id, id FROM market_data "
+                        "WHERE deleted_at IS NULL ORDER BY instrument_id, timestamp DESC, id DESC"
+                    )
+                )
+            ).all()
+        )
+
+    async def latest(sessions: async_sessionmaker[AsyncSession]) -> None:
+        async with sessions() as session:
+            ticks = await MarketDataRepository(session).latest()
+        assert {tick.instrument_id: tick.id for tick in ticks} == expected
+
+    (plan,) = await plans_of(pg, latest)
+    reads = [line for line in plan.splitlines() if " on market_data_" in line]
+    assert {line.split(" on ")[-1].split()[0] for line in reads} == set(day_names(DAYS, 1)), plan
+    for line in reads:
+        assert re.search(r"Index Scan Backward using market_data_\w+_instrument_id_timestamp_id_idx",
+                         line), plan  # fmt: skip

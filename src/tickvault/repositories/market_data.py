@@ -8,10 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, overload
 
-from sqlalchemy import DateTime, Select, String, and_, func, or_, select, type_coerce
+from sqlalchemy import (
+    DateTime,
+    Select,
+    String,
+    and_,
+    func,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from tickvault.database.session import INCLUDE_DELETED
 from tickvault.errors import ValidationError
@@ -68,29 +78,33 @@ class MarketDataRepository:
         return list(await self.session.scalars(query))
 
     async def latest(self, instrument_ids: Sequence[int] | None = None) -> list[MarketData]:
-        """The latest tick of each instrument (all, or those given), in one query.
+        """The latest tick of each instrument (all, or those given), in one query, in
+        instrument order.
 
-        Per instrument, a correlated ``ORDER BY timestamp DESC, id DESC LIMIT 1`` subquery:
-        one backward probe of ix_market_data_instrument_timestamp (instrument_id, timestamp,
-        id) on both engines, however long ago the instrument last traded.
+        Per instrument, ``ORDER BY timestamp DESC, id DESC LIMIT 1``: one backward probe of
+        ix_market_data_instrument_timestamp (instrument_id, timestamp, id), however long ago
+        the instrument last traded. On PostgreSQL a LATERAL subquery hands back the whole
+        row from that probe: on a partitioned market_data a lookup by id alone (the shape
+        SQLite keeps, having no LATERAL) cannot prune and reads every partition.
         """
-        inner = (
-            select(MarketData.id)
+        dialect = (await self.session.connection()).dialect.name
+        newest = (
+            select(MarketData.id if dialect == "sqlite" else MarketData)
             .where(MarketData.instrument_id == Instrument.id, MarketData.deleted_at.is_(None))
             .order_by(MarketData.timestamp.desc(), MarketData.id.desc())
             .limit(1)
-            .correlate(Instrument)
-            .scalar_subquery()
         )
-        ids = select(inner).select_from(Instrument)
-        if instrument_ids is not None:
-            ids = ids.where(Instrument.id.in_(list(instrument_ids)))
-        query = (
-            select(MarketData)
-            .where(MarketData.id.in_(ids.scalar_subquery()))
-            # The subquery leaves soft-deleted ticks out itself.
-            .execution_options(**{INCLUDE_DELETED: True})
-        )
+        if dialect == "sqlite":
+            ids = select(newest.correlate(Instrument).scalar_subquery()).select_from(Instrument)
+            query = select(MarketData).where(MarketData.id.in_(_of(ids, instrument_ids)))
+        else:
+            row = newest.lateral("latest")
+            query = _of(
+                select(aliased(MarketData, row)).select_from(Instrument).join(row, true()),
+                instrument_ids,
+            )
+        # The subquery leaves soft-deleted ticks out itself.
+        query = query.execution_options(**{INCLUDE_DELETED: True})
         # One row per instrument: ordered here, so the plan has no sort step at all.
         return sorted(await self.session.scalars(query), key=lambda tick: tick.instrument_id)
 
@@ -263,6 +277,13 @@ class MarketDataRepository:
             query = query.where(MarketData.id > after_id)
         query = query.limit(check_limit(limit) + 1).execution_options(**{INCLUDE_DELETED: True})
         return await fetch_page(self.session, query, limit, by_id)
+
+
+def _of(query: Select[Any], instrument_ids: Sequence[int] | None) -> Select[Any]:
+    """``query`` over the instruments given (all when None)."""
+    if instrument_ids is None:
+        return query
+    return query.where(Instrument.id.in_(list(instrument_ids)))
 
 
 def _in_range(
