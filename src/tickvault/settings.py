@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TICKVAULT_", extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
+    # A PostgreSQL streaming replica of database_url: the API's read-only endpoints read it
+    # (the primary while it cannot be reached); writes stay on database_url. Empty: none.
+    read_replica_url: str | None = None
     # SQLite page cache per connection, in MiB. Allocated lazily, so small databases
     # never use it; bulk inserts into many-index tables gain the most. 64 MiB matched
     # 256 MiB on a 1M-row bulk insert and keeps a full pool (15 connections) under 1 GiB.

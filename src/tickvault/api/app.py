@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -25,6 +26,7 @@ from tickvault.api import errors
 from tickvault.api.routes import alerts, instruments, market_data, performance, stream
 from tickvault.api.runtime import Runtime
 from tickvault.database.engine import create_engine, create_session_factory
+from tickvault.database.replica import ReadSessions
 from tickvault.services.alerts import AlertService
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 from tickvault.services.market_data import MarketDataService
@@ -60,7 +62,11 @@ def create_app(
             queue_capacity=settings.write_queue_ticks,
         )
         simulator = FeedSimulator(service, rate=simulate_rate) if simulate_rate else None
-        app.state.runtime = Runtime(settings, engine, session_factory, monitor, service, simulator)
+        reads = ReadSessions(session_factory, settings.read_replica_url)
+        monitor.replication = partial(reads.replication, engine)
+        app.state.runtime = Runtime(
+            settings, engine, session_factory, monitor, service, simulator, reads
+        )
         await monitor.start_monitoring(settings.monitor_interval_seconds)
         feed = None
         if simulator is not None:
@@ -77,6 +83,7 @@ def create_app(
             await service.aclose()
             await monitor.stop_monitoring()
             monitor.uninstrument()
+            await reads.aclose()
             await engine.dispose()
 
     # /docs and /redoc load Swagger UI and ReDoc from the copies fastapi-offline ships, served

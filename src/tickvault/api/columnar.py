@@ -49,7 +49,7 @@ async def stream_ticks(
     batch_rows = runtime.settings.export_batch_rows
 
     async def chunks() -> AsyncGenerator[bytes, None]:
-        async with runtime.session_factory.begin() as session:
+        async with runtime.transaction() as session:
             batches = (
                 MarketDataRepository(session).range_batches(
                     instrument_id,

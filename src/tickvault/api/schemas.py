@@ -314,9 +314,23 @@ class DeliveryUpdate(_In):
 # -- service -----------------------------------------------------------------------------
 
 
+class ReplicaHealth(BaseModel):
+    """The read replica (TICKVAULT_READ_REPLICA_URL): reads go to the primary unless it is
+    ``streaming``. ``lag_bytes``: the primary's WAL it has not replayed yet; ``lag_seconds``:
+    since the last transaction it replayed, while it has received WAL not yet replayed."""
+
+    state: Literal["streaming", "unreachable", "not a standby"]
+    url: str
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    detail: str | None = None
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded", "unavailable"]
     database: Literal["reachable", "unreachable"]
     revision: str | None
     head: str
     detail: str | None = None
+    # Only with a read replica configured.
+    replica: ReplicaHealth | None = Field(default=None, exclude_if=lambda value: value is None)

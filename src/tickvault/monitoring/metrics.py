@@ -48,10 +48,14 @@ class PerformanceMetrics:
     by_table: dict[str, dict[str, dict[str, float | int]]]
     index_usage: dict[str, Any]
     connection_pool: dict[str, Any]
+    # The read replica's state and lag (tickvault.database.replica); None without one.
+    replication: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["timestamp"] = iso_utc(self.timestamp)
+        if self.replication is None:
+            del data["replication"]
         return data
 
 

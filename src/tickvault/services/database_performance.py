@@ -22,8 +22,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
 from sqlalchemy.engine import Engine
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 import tickvault.models  # noqa: F401  (registers the tables on Base.metadata)
 from tickvault.database.base import Base
+from tickvault.database.replica import Replication
 from tickvault.database.types import utcnow
 from tickvault.monitoring import capture
 from tickvault.monitoring.analysis import analyze_table
@@ -120,6 +121,9 @@ class DatabasePerformanceMonitor:
         self._detach: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.last_index_usage: dict[str, Any] = {}
+        # Set by a service with a read replica: its state and lag, reported with each
+        # collection (ReadSessions.replication).
+        self.replication: Callable[[], Awaitable[Replication | None]] | None = None
         if engine is not None:
             self.instrument(engine)
 
@@ -225,6 +229,7 @@ class DatabasePerformanceMonitor:
         """The figures of the trailing window (``window_seconds``, up to a tenth more; since
         the start while the monitor is younger). Changes nothing another reader sees."""
         index_usage = await self._collect_index_usage()
+        replication = await self.replication() if self.replication is not None else None
         with self._lock:
             now, timestamp = self._clock(), utcnow()
             started, earlier = self._window.start(now)
@@ -267,6 +272,7 @@ class DatabasePerformanceMonitor:
             by_table=by_table,
             index_usage=index_usage,
             connection_pool=self.pool_status(),
+            replication=asdict(replication) if replication is not None else None,
         )
 
     def pool_status(self) -> dict[str, Any]:

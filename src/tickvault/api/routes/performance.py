@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tickvault.api.responses import COMMON, NOT_FOUND
 from tickvault.api.runtime import RuntimeDep
-from tickvault.api.schemas import Health, round4
+from tickvault.api.schemas import Health, ReplicaHealth, round4
 from tickvault.api.security import READ
 from tickvault.monitoring.metrics import iso_utc
 from tickvault.monitoring.prometheus import render
@@ -58,7 +58,8 @@ async def prometheus_metrics(runtime: RuntimeDep) -> Response:
 
 @router.get("/health", responses={503: {"model": Health}})
 async def health(runtime: RuntimeDep) -> Health:
-    """Is the database reachable, and at which revision (vs the code's head)?"""
+    """Is the database reachable, and at which revision (vs the code's head)? With a read
+    replica, its state and replication lag."""
     head = schema.head_revision()
     try:
         revision = await schema.read_revision(runtime.engine)
@@ -73,6 +74,8 @@ async def health(runtime: RuntimeDep) -> Health:
         return JSONResponse(  # type: ignore[return-value]
             body.model_dump(), status_code=503, headers={"Retry-After": "1"}
         )
+    replication = await runtime.reads.replication(runtime.engine) if runtime.reads else None
+    replica = ReplicaHealth(**asdict(replication)) if replication is not None else None
     detail = None
     if revision != head:
         detail = (
@@ -84,8 +87,15 @@ async def health(runtime: RuntimeDep) -> Health:
         detail = "the simulated feed is not flowing" + (
             f": {runtime.feed.stats.last_error}" if runtime.feed.stats.last_error else ""
         )
+    elif replica is not None and replica.state != "streaming":
+        detail = f"the read replica is {replica.state}: reads go to the primary"
     if detail is not None:
         return Health(
-            status="degraded", database="reachable", revision=revision, head=head, detail=detail
+            status="degraded",
+            database="reachable",
+            revision=revision,
+            head=head,
+            detail=detail,
+            replica=replica,
         )
-    return Health(status="ok", database="reachable", revision=revision, head=head)
+    return Health(status="ok", database="reachable", revision=revision, head=head, replica=replica)
