@@ -64,6 +64,8 @@ def create_app(
         simulator = FeedSimulator(service, rate=simulate_rate) if simulate_rate else None
         reads = ReadSessions(session_factory, settings.read_replica_url)
         monitor.replication = partial(reads.replication, engine)
+        if reads.replica_engine is not None:
+            monitor.observe(reads.replica_engine)
         app.state.runtime = Runtime(
             settings, engine, session_factory, monitor, service, simulator, reads
         )

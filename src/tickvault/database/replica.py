@@ -84,7 +84,11 @@ class ReadSessions:
     async def begin(self) -> AsyncIterator[AsyncSession]:
         """One read-only unit of work (committed when the block ends, like
         ``session_factory.begin()``), on the replica if it can be reached now."""
-        session = await self._replica_session() or self.primary()
+        session = await self._replica_session()
+        if session is None:
+            async with self.primary.begin() as session:
+                yield session
+            return
         async with session:  # closing it rolls back if the block raised
             yield session
             await session.commit()

@@ -119,6 +119,7 @@ class DatabasePerformanceMonitor:
         self._engine: AsyncEngine | None = None
         self._owned_engine: AsyncEngine | None = None
         self._detach: Callable[[], None] | None = None
+        self._observed: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self.last_index_usage: dict[str, Any] = {}
         # Set by a service with a read replica: its state and lag, reported with each
@@ -141,7 +142,14 @@ class DatabasePerformanceMonitor:
         # SQLite keeps no index statistics: learn each statement's plan instead.
         self._explain_plans = sync_engine.dialect.name == "sqlite"
 
+    def observe(self, engine: AsyncEngine | Engine) -> None:
+        """Also measure the statements of ``engine`` (a read replica's), counted with the
+        instrumented engine's; its pool and index statistics are not reported."""
+        self._observed.append(capture.attach(engine, self))
+
     def uninstrument(self) -> None:
+        while self._observed:
+            self._observed.pop()()
         if self._detach is not None:
             self._detach()
             self._pool_counters.detach()
