@@ -515,11 +515,21 @@ def day(n: int) -> str:
     return f"market_data_p{START + timedelta(days=n):%Y%m%d}"
 
 
-async def test_latest_reads_each_partition_by_one_backward_probe(pg: AsyncEngine) -> None:
-    """The latest tick per instrument has no time range to prune with: each partition's
-    (instrument_id, timestamp, id) index is probed backwards per instrument and the row comes
-    from that probe. A lookup of the ids found (the shape before) could not prune: it read
+async def test_latest_reads_the_last_weeks_partitions_by_backward_probes(pg: AsyncEngine) -> None:
+    """The latest tick per instrument has no time range of its own: it probes the last
+    week's partitions first (each (instrument_id, timestamp, id) index once per instrument,
+    backwards, the row from that probe), and all of them only for an instrument that did not
+    trade that week. A lookup of the ids found (the shape before) could not prune: it read
     every partition by id or in full (4.4 s at 3,000,000 rows and 93 partitions)."""
+    month_ago = START - timedelta(days=30)
+    async with pg.begin() as connection:
+        await connection.execute(
+            text("INSERT INTO instruments (id, symbol, name) VALUES (4, 'OLD', 'o')")
+        )
+        await connection.execute(
+            text("INSERT INTO market_data (instrument_id, timestamp, price) VALUES (4, :t, 7.5)"),
+            {"t": month_ago},
+        )
     await partitioning.partition(pg, "1d", ahead=1)
     async with pg.connect() as connection:
         await connection.execute(text("ANALYZE market_data"))
@@ -533,15 +543,22 @@ async def test_latest_reads_each_partition_by_one_backward_probe(pg: AsyncEngine
                 )
             ).all()
         )
+    assert sorted(expected) == [1, 2, 3, 4]
 
     async def latest(sessions: async_sessionmaker[AsyncSession]) -> None:
         async with sessions() as session:
             ticks = await MarketDataRepository(session).latest()
         assert {tick.instrument_id: tick.id for tick in ticks} == expected
 
-    (plan,) = await plans_of(pg, latest)
-    reads = [line for line in plan.splitlines() if " on market_data_" in line]
-    assert {line.split(" on ")[-1].split()[0] for line in reads} == set(day_names(DAYS, 1)), plan
+    every = set((await catalog(pg))[2])
+    assert len(every) == 30 + DAYS + 1 + 1
+    week_ago = (datetime.now(UTC) - timedelta(days=7)).date()
+    last_week = {f"market_data_p{week_ago + timedelta(days=d):%Y%m%d}" for d in range(9)}
+    recent, rest = await plans_of(pg, latest)
+    assert scanned(recent) == last_week | {"market_data_default"}, recent
+    assert scanned(rest) == every, rest  # for OLD alone
     probe = r"Index Scan Backward using market_data_\w+_instrument_id_timestamp_id_idx"
-    for line in reads:
-        assert re.search(probe, line), plan
+    for plan in (recent, rest):
+        for line in plan.splitlines():
+            if " on market_data_" in line:
+                assert re.search(probe, line), plan

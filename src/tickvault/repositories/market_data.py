@@ -5,8 +5,8 @@ Every read here leaves soft-deleted rows out (the session's filter) unless asked
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, overload
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar, overload
 
 from sqlalchemy import (
     DateTime,
@@ -23,7 +23,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
+from tickvault.database.partitions import is_partitioned
 from tickvault.database.session import INCLUDE_DELETED
+from tickvault.database.types import utcnow
 from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.repositories import columns
@@ -38,8 +40,13 @@ from tickvault.repositories.base import (
     soft_deleted,
 )
 
+# latest() on a partitioned market_data looks this far back first, in the partitions of
+# this window alone (a week: weekends and holidays stay inside it).
+RECENT = timedelta(days=7)
 # A position in (timestamp, id) order: where the next page of a range starts.
 RangeCursor = tuple[datetime, int]
+# (A string: SQLAlchemy 2.0's Select takes one type argument, 2.1's one per column.)
+AnySelect = TypeVar("AnySelect", bound="Select[*tuple[Any, ...]]")
 BATCH_ROWS = 65_536
 
 
@@ -78,35 +85,46 @@ class MarketDataRepository:
         return list(await self.session.scalars(query))
 
     async def latest(self, instrument_ids: Sequence[int] | None = None) -> list[MarketData]:
-        """The latest tick of each instrument (all, or those given), in one query, in
-        instrument order.
+        """The latest tick of each instrument (all, or those given), in instrument order.
 
         Per instrument, ``ORDER BY timestamp DESC, id DESC LIMIT 1``: one backward probe of
         ix_market_data_instrument_timestamp (instrument_id, timestamp, id), however long ago
-        the instrument last traded. On PostgreSQL a LATERAL subquery hands back the whole
-        row from that probe: on a partitioned market_data a lookup by id alone (the shape
-        SQLite keeps, having no LATERAL) cannot prune and reads every partition.
+        the instrument last traded. SQLite: one query, the ids found by a correlated
+        subquery. PostgreSQL: a LATERAL subquery hands back the whole row from the probe; on
+        a partitioned market_data (where a lookup by id alone could not prune) first over
+        the last ``RECENT``, which reads that window's partitions alone, then over every
+        partition for the instruments it did not find.
         """
         dialect = (await self.session.connection()).dialect.name
-        newest = (
-            select(MarketData.id if dialect == "sqlite" else MarketData)
-            .where(MarketData.instrument_id == Instrument.id, MarketData.deleted_at.is_(None))
-            .order_by(MarketData.timestamp.desc(), MarketData.id.desc())
-            .limit(1)
-        )
         if dialect == "sqlite":
-            ids = select(newest.correlate(Instrument).scalar_subquery()).select_from(Instrument)
-            query = select(MarketData).where(MarketData.id.in_(_of(ids, instrument_ids)))
-        else:
-            row = newest.lateral("latest")
-            query = _of(
-                select(aliased(MarketData, row)).select_from(Instrument).join(row, true()),
-                instrument_ids,
+            newest = (
+                select(MarketData.id)
+                .where(MarketData.instrument_id == Instrument.id, MarketData.deleted_at.is_(None))
+                .order_by(MarketData.timestamp.desc(), MarketData.id.desc())
+                .limit(1)
+                .correlate(Instrument)
+                .scalar_subquery()
             )
-        # The subquery leaves soft-deleted ticks out itself.
-        query = query.execution_options(**{INCLUDE_DELETED: True})
+            ids = _of(select(newest).select_from(Instrument), instrument_ids)
+            query = (
+                select(MarketData)
+                .where(MarketData.id.in_(ids))
+                # The subquery leaves soft-deleted ticks out itself.
+                .execution_options(**{INCLUDE_DELETED: True})
+            )
+            ticks = list(await self.session.scalars(query))
+        else:
+            ticks = []
+            pending = instrument_ids
+            partitioned = await is_partitioned(await self.session.connection())
+            for since in (utcnow() - RECENT, None) if partitioned else (None,):
+                rows = (await self.session.execute(_newest(pending, since))).all()
+                ticks += [tick for _, tick in rows if tick is not None]
+                pending = [instrument_id for instrument_id, tick in rows if tick is None]
+                if not pending:
+                    break
         # One row per instrument: ordered here, so the plan has no sort step at all.
-        return sorted(await self.session.scalars(query), key=lambda tick: tick.instrument_id)
+        return sorted(ticks, key=lambda tick: tick.instrument_id)
 
     @overload
     async def range(
@@ -279,7 +297,23 @@ class MarketDataRepository:
         return await fetch_page(self.session, query, limit, by_id)
 
 
-def _of(query: Select[Any], instrument_ids: Sequence[int] | None) -> Select[Any]:
+def _newest(
+    instrument_ids: Sequence[int] | None, since: datetime | None
+) -> "Select[int, MarketData]":
+    """(instrument id, its newest live tick at or after ``since``, or None) per instrument,
+    by a LATERAL probe (PostgreSQL)."""
+    newest = select(MarketData).where(
+        MarketData.instrument_id == Instrument.id, MarketData.deleted_at.is_(None)
+    )
+    if since is not None:
+        newest = newest.where(MarketData.timestamp >= since)
+    row = newest.order_by(MarketData.timestamp.desc(), MarketData.id.desc()).limit(1).lateral()
+    query = select(Instrument.id, aliased(MarketData, row)).outerjoin(row, true())
+    # The subquery leaves soft-deleted ticks out itself.
+    return _of(query, instrument_ids).execution_options(**{INCLUDE_DELETED: True})
+
+
+def _of(query: AnySelect, instrument_ids: Sequence[int] | None) -> AnySelect:
     """``query`` over the instruments given (all when None)."""
     if instrument_ids is None:
         return query
