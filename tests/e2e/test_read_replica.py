@@ -71,6 +71,16 @@ def latest_prices(client: TestClient) -> list[float]:
     return [tick["price"] for tick in response.json()]
 
 
+def prometheus(client: TestClient) -> dict[str, float]:
+    """/metrics' samples without labels."""
+    lines = client.get("/metrics").text.splitlines()
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in lines
+        if line and not line.startswith("#") and "{" not in line
+    }
+
+
 def selects(client: TestClient) -> float:
     series = 'tickvault_queries_total{table="market_data",type="SELECT"} '
     (line,) = [x for x in client.get("/metrics").text.splitlines() if x.startswith(series)]
@@ -110,6 +120,9 @@ def test_reads_go_to_the_replica_writes_to_the_primary(
         metrics = client.get("/performance/metrics").json()
         assert metrics["replication"]["state"] == "streaming"
         assert metrics["replication"]["lag_bytes"] > 0
+        gauges = prometheus(client)  # as of that collection
+        assert gauges["tickvault_replica_up"] == 1
+        assert gauges["tickvault_replica_lag_bytes"] == metrics["replication"]["lag_bytes"]
         # The monitor measures the replica's statements too: one SELECT per range read.
         before = selects(client)
         window = {"instrument_id": aapl, "start": "2026-03-03T10:00:00Z",
@@ -140,3 +153,5 @@ def test_reads_go_to_the_replica_writes_to_the_primary(
         assert body["replica"]["state"] == "unreachable"
         assert body["detail"] == "the read replica is unreachable: reads go to the primary"
         assert client.get("/performance/metrics").json()["replication"]["state"] == "unreachable"
+        assert prometheus(client)["tickvault_replica_up"] == 0
+        assert "tickvault_replica_lag_bytes" not in prometheus(client)

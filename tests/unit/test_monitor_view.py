@@ -55,3 +55,14 @@ def test_the_view_fits_80_columns() -> None:
     for figure in ("write_receipts", "12,345,678", "123,456", "12,346", "812.4", "8,124",
                    "98,765", "1.25"):  # fmt: skip
         assert figure in text, figure
+
+
+def test_the_view_shows_the_replicas_lag_when_there_is_one() -> None:
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(render(metrics(), []))
+    assert "replica" not in console.export_text()
+    lagging = {"state": "streaming", "lag_bytes": 1_234_567, "lag_seconds": 2.25}
+    console.print(render({**metrics(), "replication": lagging}, []))
+    assert "replica: streaming, 1,234,567 bytes and 2.2 s behind" in console.export_text()
+    console.print(render({**metrics(), "replication": {"state": "unreachable"}}, []))
+    assert "replica: unreachable\n" in console.export_text()

@@ -87,6 +87,13 @@ def render(metrics: dict[str, Any], slow: list[dict[str, Any]]) -> Group:
         f" (+{pool.get('max_overflow', '-')} overflow), connects {pool.get('connects', '-')}"
         f", invalidations {pool.get('invalidations', '-')}"
     )
+    replica = metrics.get("replication")
+    if replica is not None:
+        pool_line += f"\nreplica: {replica['state']}"
+        if replica["state"] == "streaming":
+            pool_line += (
+                f", {replica['lag_bytes']:,} bytes and {replica['lag_seconds']:.1f} s behind"
+            )
     usage = Table(title="index usage", expand=True, box=box.SIMPLE_HEAD, padding=(0, 1))
     for name in ("table", "index scans", "full scans", "index share"):
         usage.add_column(name, justify="left" if name == "table" else "right")

@@ -7,7 +7,7 @@ the fixed query types.
 """
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -76,6 +76,28 @@ class MonitorCollector(Collector):
         )
         yield from _pool_metrics(self.monitor.pool_status())
         yield from _index_metrics(self.monitor.last_index_usage)
+        yield from _replica_metrics(self.monitor.last_replication)
+
+
+def _replica_metrics(replication: dict[str, Any] | None) -> Iterator[Metric]:
+    """The read replica as of the last collection (nothing without one)."""
+    if replication is None:
+        return
+    streaming = replication["state"] == "streaming"
+    yield GaugeMetricFamily(
+        "tickvault_replica_up", "1 while the read replica streams, else 0.", value=int(streaming)
+    )
+    if streaming:
+        yield GaugeMetricFamily(
+            "tickvault_replica_lag_bytes",
+            "The primary's WAL the replica has not replayed.",
+            value=replication["lag_bytes"],
+        )
+        yield GaugeMetricFamily(
+            "tickvault_replica_lag_seconds",
+            "Since the last transaction the replica replayed, while WAL waits for replay.",
+            value=replication["lag_seconds"],
+        )
 
 
 def _pool_metrics(status: dict[str, object]) -> Iterator[Metric]:

@@ -125,6 +125,7 @@ class DatabasePerformanceMonitor:
         # Set by a service with a read replica: its state and lag, reported with each
         # collection (ReadSessions.replication).
         self.replication: Callable[[], Awaitable[Replication | None]] | None = None
+        self.last_replication: dict[str, Any] | None = None
         if engine is not None:
             self.instrument(engine)
 
@@ -238,6 +239,7 @@ class DatabasePerformanceMonitor:
         the start while the monitor is younger). Changes nothing another reader sees."""
         index_usage = await self._collect_index_usage()
         replication = await self.replication() if self.replication is not None else None
+        self.last_replication = asdict(replication) if replication is not None else None
         with self._lock:
             now, timestamp = self._clock(), utcnow()
             started, earlier = self._window.start(now)
@@ -280,7 +282,7 @@ class DatabasePerformanceMonitor:
             by_table=by_table,
             index_usage=index_usage,
             connection_pool=self.pool_status(),
-            replication=asdict(replication) if replication is not None else None,
+            replication=self.last_replication,
         )
 
     def pool_status(self) -> dict[str, Any]:
