@@ -335,7 +335,10 @@ async def test_writer_copy_and_reads_on_the_partitioned_table(pg: AsyncEngine) -
             {"instrument_id": 1, "timestamp": now + timedelta(days=30), "price": 1.5}
         )
     assert before.id < tick.id < stray.id
-    await write_ticks(pg, [(2, now, 55.5, None, None, None, None, None, 3)] * 10)
+    # Tomorrow: past the seeded ticks (every 86.4 s up to midnight), so the minute's bar
+    # holds these alone (at `now` one seeded tick of instrument 2 fell in it, 1 run in 4).
+    later = now + timedelta(days=1)
+    await write_ticks(pg, [(2, later, 55.5, None, None, None, None, None, 3)] * 10)
     async with sessions() as session:
         repository = MarketDataRepository(session)
         latest = {t.instrument_id: (t.id, t.price) for t in await repository.latest()}
@@ -343,7 +346,7 @@ async def test_writer_copy_and_reads_on_the_partitioned_table(pg: AsyncEngine) -
         assert latest[3] == (before.id, 9.5)
         page = await repository.range(1, now, now + timedelta(seconds=1))
         assert [(t.id, t.price, t.volume) for t in page.items] == [(tick.id, 123.25, 9)]
-        bars = await repository.ohlcv(2, "1m", now, now + timedelta(minutes=1))
+        bars = await repository.ohlcv(2, "1m", later, later + timedelta(minutes=1))
         assert [(b.open, b.close, b.volume) for b in bars] == [(55.5, 55.5, 30)]
     async with pg.connect() as connection:
         where = await connection.execute(
