@@ -2,6 +2,7 @@
 off, the 4-decimal rule and every error code."""
 
 import asyncio
+import gc
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -787,3 +788,15 @@ def test_the_error_table_of_docs_api_md_row_by_row(head_url: str) -> None:
     assert rows["404 table"][1]["detail"].startswith(
         f"unknown table 'orders': the database has {tables}"
     )
+
+
+def test_gc_freeze_holds_the_startup_objects_while_the_app_runs(database_url: str) -> None:
+    """``tickvault serve``'s ``gc_freeze``: what exists once the app started stays out of
+    the garbage collector's full collections until it stops; without it, nothing is held."""
+    with TestClient(create_app(database_url, gc_freeze=True)) as client:
+        assert client.get("/health").status_code == 200
+        assert gc.get_freeze_count() > 1_000  # the libraries and the app, at least
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(database_url)) as client:
+        assert client.get("/health").status_code == 200
+        assert gc.get_freeze_count() == 0

@@ -13,6 +13,7 @@ and closes them when it stops.
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,10 +42,15 @@ def create_app(
     *,
     settings: Settings | None = None,
     simulate_rate: float | None = None,
+    gc_freeze: bool = False,
 ) -> FastAPI:
     """The API over the database at ``database_url`` (default: the settings' URL).
 
     ``simulate_rate``: ticks per second of a simulated feed to run while the app is up.
+    ``gc_freeze``: once started, move every object that exists then (the libraries, the
+    app) out of the garbage collector's way (``gc.freeze()``), so that its full collections
+    scan only what requests make (``tickvault serve`` does: with ticks queued, the full
+    collections otherwise took a third of the server's time).
     """
     settings = settings or get_settings()
     url = database_url or settings.database_url
@@ -74,9 +80,13 @@ def create_app(
         if simulator is not None:
             feed = asyncio.create_task(simulator.run(), name="tickvault-feed")
             feed.add_done_callback(_report_feed_end)
+        if gc_freeze:
+            gc.freeze()
         try:
             yield
         finally:
+            if gc_freeze:
+                gc.unfreeze()
             if feed is not None:
                 feed.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -70,7 +70,7 @@ def serve(
     )
     if simulate:
         out.print(f"simulated feed: {rate:g} ticks/s")
-    app = create_app(url, simulate_rate=rate if simulate else None)
+    app = create_app(url, simulate_rate=rate if simulate else None, gc_freeze=True)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
 
 
