@@ -26,7 +26,7 @@ from tickvault.services.market_data import (
     Rejection,
 )
 from tickvault.services.purge import purge_soft_deleted
-from tickvault.services.readers import KNOWN_COLUMNS, read_ticks
+from tickvault.services.readers import KNOWN_COLUMNS, TickBatches, open_ticks
 
 EXIT_REJECTED = 2
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -117,13 +117,15 @@ class RejectsFile:
             self._handle.close()
 
 
-def _counted(
-    rows: Iterator[dict[str, Any]], progress: Progress, task: Any
-) -> Iterator[dict[str, Any]]:
-    for n, row in enumerate(rows, 1):
-        if n % 1000 == 0:
-            progress.update(task, completed=n)
-        yield row
+def _counted(source: TickBatches, progress: Progress, task: Any) -> TickBatches:
+    def batches() -> Iterator[Any]:
+        done = 0
+        for batch in source:
+            yield batch
+            done += len(batch) if isinstance(batch, list) else batch.num_rows
+            progress.update(task, completed=done)
+
+    return TickBatches(batches(), source.name)
 
 
 def ingest(
@@ -160,7 +162,7 @@ def ingest(
                 f"--column {item!r}: expected NAME=FIELD, FIELD one of {', '.join(KNOWN_COLUMNS)}"
             )
         mapping[source] = target
-    rows = read_ticks(file, columns=mapping)
+    rows = open_ticks(file, columns=mapping)
     rejects = RejectsFile(file.with_name(file.name + ".rejects.csv"))
     out = console()
     started = time.perf_counter()

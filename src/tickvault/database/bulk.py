@@ -2,14 +2,17 @@
 
 ``write_ticks`` (file loads): one ``COPY`` per batch on PostgreSQL through asyncpg's
 ``copy_records_to_table`` (a single statement: all of the batch or none of it); one
-``executemany`` per batch inside one transaction on SQLite.
+``executemany`` per batch inside one transaction on SQLite. A batch is either validated
+records (tuples) or ``TickColumns``: Arrow arrays a columnar load validated in bulk, turned
+into the driver's parameters a column at a time, never a Python dict per row.
 
 The live writer's path is ``tickvault.database.live``.
 
 Both report to any monitor attached to the engine.
 """
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +37,35 @@ SQLITE_INSERT = (
 )
 
 
+@dataclass(frozen=True)
+class TickColumns:
+    """A validated batch as Arrow arrays, one per ``TICK_COLUMNS`` entry: instrument_id
+    int64, timestamp ``timestamp[us, tz=UTC]``, six float64 prices, volume int64 (nulls for
+    none). Built by ``tickvault.services.columnar``; needs pyarrow."""
+
+    arrays: tuple[Any, ...]
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def records(self) -> list[TickRecord]:
+        """The batch as validated records (for alert rules)."""
+        return list(zip(*(array.to_pylist() for array in self.arrays), strict=True))
+
+    def sqlite_rows(self) -> list[tuple[Any, ...]]:
+        """executemany's parameters, timestamps as ``sqlite_timestamp`` writes them."""
+        import pyarrow.compute as pc
+
+        # %S of a microsecond timestamp carries its fraction: 09:30:00.000000.
+        stamps = pc.strftime(self.arrays[1], format="%Y-%m-%d %H:%M:%S")
+        columns = [array.to_pylist() for array in self.arrays]
+        columns[1] = stamps.to_pylist()
+        return list(zip(*columns, strict=True))
+
+    def postgres_records(self) -> Iterator[tuple[Any, ...]]:
+        return zip(*(array.to_pylist() for array in self.arrays), strict=True)
+
+
 def sqlite_timestamp(value: datetime) -> str:
     """The text SQLAlchemy's SQLite DATETIME stores: naive UTC, always with microseconds
     (``2024-01-02 09:30:00.000000``), so that stored values compare as text correctly."""
@@ -44,7 +76,7 @@ def sqlite_timestamp(value: datetime) -> str:
 
 async def write_ticks(
     engine: AsyncEngine,
-    records: Sequence[TickRecord],
+    records: Sequence[TickRecord] | TickColumns,
     *,
     before_commit: Callable[[Any], Awaitable[None]] | None = None,
 ) -> None:
@@ -69,7 +101,7 @@ async def write_ticks(
 
 async def _write_ticks(
     engine: AsyncEngine,
-    records: Sequence[TickRecord],
+    records: Sequence[TickRecord] | TickColumns,
     before_commit: Callable[[Any], Awaitable[None]] | None,
 ) -> None:
     if engine.dialect.name == "postgresql":
@@ -80,7 +112,13 @@ async def _write_ticks(
                 async with driver.transaction():
                     async with measured(engine, "COPY market_data", len(records)):
                         await driver.copy_records_to_table(
-                            "market_data", records=records, columns=TICK_COLUMNS
+                            "market_data",
+                            records=(
+                                records.postgres_records()
+                                if isinstance(records, TickColumns)
+                                else records
+                            ),
+                            columns=TICK_COLUMNS,
                         )
                     if before_commit is not None:
                         await before_commit(driver)
@@ -91,7 +129,10 @@ async def _write_ticks(
                 await connection.invalidate()
                 raise
         return
-    rows = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records]
+    if isinstance(records, TickColumns):
+        rows = records.sqlite_rows()
+    else:
+        rows = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records]
     async with write_transaction(engine) as connection:
         await connection.exec_driver_sql(SQLITE_INSERT, rows)
         if before_commit is not None:

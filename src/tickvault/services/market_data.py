@@ -52,12 +52,13 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from tickvault.database.bulk import TICK_COLUMNS, TickRecord, write_ticks
+from tickvault.database.bulk import TICK_COLUMNS, TickColumns, TickRecord, write_ticks
 from tickvault.database.receipts import LoadProgress, LoadReceipt, key_fingerprint, open_load
 from tickvault.errors import DatabaseError, KeyInFlight, KeyReused, ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.services.alerts import AlertService
 from tickvault.services.catalog import InstrumentCatalog
+from tickvault.services.readers import TickBatches
 from tickvault.services.validation import RowError, TickValidator, unknown_fields
 from tickvault.services.writer import KeyTaken, Outcome, RequestReceipt, Stored, TickWriter
 from tickvault.settings import get_settings
@@ -420,7 +421,7 @@ class MarketDataService:
 
     async def ingest(
         self,
-        rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+        rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]] | Any,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_reject: Callable[[Rejection, Mapping[str, Any]], None] | None = None,
@@ -433,6 +434,13 @@ class MarketDataService:
         on_receipt: Callable[[LoadReceipt], None] | None = None,
     ) -> IngestReport:
         """Validate and store ``rows`` in batches of ``batch_size``.
+
+        ``rows``: mappings (any iterable or async iterable), or columns: ``open_ticks(path)``
+        (a CSV or Parquet file as Arrow record batches), a pyarrow Table, RecordBatch or
+        RecordBatchReader, a pandas or Polars DataFrame (columns named as a file's, others
+        ignored). Columns are validated a batch at a time by vectorized checks with the
+        same rules; a batch holding a refused row is taken row by row, so reasons and
+        positions are those of the row path.
 
         ``on_reject(rejection, row)`` sees every refused row (the report keeps the first
         10,000), to write a rejects file, say; ``on_failed_batch`` every batch the database
@@ -469,9 +477,17 @@ class MarketDataService:
                 return report
             report.resumed_from = receipt.rows_consumed
             progress = LoadProgress(source_key, receipt.rows_consumed)
-            rows = _skip(rows, receipt.rows_consumed)
         async with self.session_factory() as session:
             validate = await self._validator(session)
+        columnar = _columnar(rows)
+        check: Callable[[Any], TickColumns | None] = lambda piece: None  # noqa: E731
+        if columnar is not None:
+            from tickvault.services.columnar import ColumnChecker
+
+            check = ColumnChecker(validate.instruments, validate.symbols)
+            pieces = _pieces(columnar, batch_size, report.resumed_from)
+        else:
+            pieces = _chunks(_skip(rows, report.resumed_from), CHUNK_ROWS)
         batch: list[TickRecord] = []
         first_position = 0
         position = report.resumed_from - 1
@@ -483,19 +499,33 @@ class MarketDataService:
         writers = POSTGRES_WRITERS if self.engine.dialect.name == "postgresql" else 1
         pending: list[asyncio.Task[None]] = []
 
-        def start_write(batch: list[TickRecord], first: int, last: int) -> None:
+        async def start_write(batch: list[TickRecord] | TickColumns, first: int, last: int) -> None:
+            if len(pending) >= writers:
+                await pending.pop(0)
             previous = pending[-1] if pending else None
             write = self._write(report, batch, first, last, previous, progress, on_failed_batch)
             pending.append(asyncio.create_task(write))
+            await asyncio.sleep(0)  # let the write start before validating on
 
         try:
             # Rows come in chunks: the per-row loop is plain synchronous code, whether the
-            # input is an iterable or an async iterable.
-            async for chunk in _chunks(rows, CHUNK_ROWS):
+            # input is an iterable or an async iterable. Columnar input comes in record
+            # batches of batch_size rows, each written whole when every row passes.
+            async for chunk in pieces:
                 if pending:
                     # Give the pending writes their turn: each of their steps (BEGIN, the
                     # executemany or COPY, COMMIT) needs the event loop to move on.
                     await asyncio.sleep(0)
+                if not isinstance(chunk, list):
+                    columns = check(chunk)
+                    if columns is not None:
+                        if batch:  # rows before it, in input order
+                            await start_write(batch, first_position, position)
+                            batch = []
+                        await start_write(columns, position + 1, position + len(columns))
+                        position += len(columns)
+                        continue
+                    chunk = _rows_of(chunk)
                 for row in chunk:
                     position += 1
                     try:
@@ -509,13 +539,10 @@ class MarketDataService:
                     if len(batch) == 1:
                         first_position = position
                     if len(batch) >= batch_size:
-                        if len(pending) >= writers:
-                            await pending.pop(0)
-                        start_write(batch, first_position, position)
-                        await asyncio.sleep(0)  # let the write start before validating on
+                        await start_write(batch, first_position, position)
                         batch = []
             if batch:
-                start_write(batch, first_position, position)
+                await start_write(batch, first_position, position)
             while pending:
                 await pending.pop(0)
             if progress is not None:
@@ -541,7 +568,7 @@ class MarketDataService:
     async def _write(
         self,
         report: IngestReport,
-        batch: list[TickRecord],
+        batch: list[TickRecord] | TickColumns,
         first: int,
         last: int,
         previous: "asyncio.Task[None] | None",
@@ -582,7 +609,8 @@ class MarketDataService:
             await previous
         report.accepted += len(batch)
         if self.alerts is not None:
-            report.alerts += await self.alerts.evaluate(sorted(batch, key=_timestamp_of))
+            records = batch.records() if isinstance(batch, TickColumns) else batch
+            report.alerts += await self.alerts.evaluate(sorted(records, key=_timestamp_of))
 
     @staticmethod
     def _reject(report: IngestReport, rejection: Rejection) -> None:
@@ -627,6 +655,67 @@ def _position(rejection: Rejection) -> int:
 
 def _timestamp_of(record: TickRecord) -> datetime:
     return record[1]
+
+
+def _columnar(rows: Any) -> TickBatches | None:
+    """Columnar input as record batches, or None for rows."""
+    if isinstance(rows, TickBatches):
+        return rows
+    if type(rows).__module__.partition(".")[0] in ("pyarrow", "pandas", "polars"):
+        from tickvault.services.tick_batches import frame_batches
+
+        return frame_batches(rows)
+    return None
+
+
+async def _pieces(source: TickBatches, size: int, skip: int) -> AsyncIterator[Any]:
+    """``source`` without its first ``skip`` rows: record batches of ``size`` rows (the
+    last of a run smaller), and its lists of rows in chunks of ``CHUNK_ROWS``."""
+    import pyarrow as pa
+
+    held: list[Any] = []  # record batches not yet passed on
+    count = 0
+    for item in source:
+        length = len(item) if isinstance(item, list) else item.num_rows
+        if skip >= length:
+            skip -= length
+            continue
+        if isinstance(item, list):
+            if held:
+                yield _joined(pa, held)
+                held, count = [], 0
+            rows = item[skip:]
+            skip = 0
+            for start in range(0, len(rows), CHUNK_ROWS):
+                yield rows[start : start + CHUNK_ROWS]
+            continue
+        if skip:
+            item, skip = item.slice(skip), 0
+        held.append(item)
+        count += item.num_rows
+        while count >= size:
+            joined = _joined(pa, held)
+            yield joined.slice(0, size)
+            rest = joined.slice(size)
+            held, count = ([rest] if rest.num_rows else []), rest.num_rows
+    if held:
+        yield _joined(pa, held)
+
+
+def _joined(pa: Any, batches: list[Any]) -> Any:
+    if len(batches) == 1:
+        return batches[0]
+    [batch] = pa.Table.from_batches(batches).combine_chunks().to_batches()
+    return batch
+
+
+def _rows_of(batch: Any) -> list[dict[str, Any]]:
+    """A record batch as the rows a row reader would give."""
+    try:
+        rows: list[dict[str, Any]] = batch.to_pylist()
+    except (ValueError, OverflowError) as exc:  # a date Python cannot hold, say
+        raise ValidationError(f"values Python cannot read ({exc})") from exc
+    return rows
 
 
 def _skip(

@@ -11,11 +11,16 @@ Columns (a header row in CSV, column names in Parquet), any order, extra columns
 
 ``columns={"ts": "timestamp", "last": "price"}`` maps a file's own names onto these.
 Validation is ``ingest``'s job: a reader only turns the file into rows.
+
+``open_ticks`` gives the same file as Arrow record batches (``TickBatches``, with pyarrow:
+``tickvault.services.tick_batches``), which ``ingest`` validates and writes a column at a
+time; without pyarrow, a CSV file comes as rows.
 """
 
 import csv
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,7 +41,20 @@ KNOWN_COLUMNS = (
 )
 
 
-def _check_header(path: Path | str, names: list[str], columns: Mapping[str, str]) -> None:
+@dataclass(frozen=True)
+class TickBatches:
+    """Input for ``MarketDataService.ingest`` a batch at a time: pyarrow record batches with
+    tick column names, or lists of row mappings (the part of a file that has to be read row
+    by row). ``name`` says where it comes from."""
+
+    batches: Iterable[Any]
+    name: str = "<batches>"
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches)
+
+
+def check_header(path: Path | str, names: list[str], columns: Mapping[str, str]) -> None:
     present = {columns.get(name, name) for name in names}
     missing = [name for name in ("timestamp",) if name not in present]
     if not ({"symbol", "instrument_id"} & present):
@@ -58,6 +76,12 @@ def read_csv(
     return _csv_file_rows(path, columns)
 
 
+def csv_header(path: Path, columns: Mapping[str, str] | None) -> list[str]:
+    """The names of a CSV file's columns, mapped by ``columns`` (the header checked)."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return _header(handle, str(path), dict(columns or {}), [])[1]
+
+
 def _csv_file_rows(path: Path, columns: Mapping[str, str] | None) -> Iterator[dict[str, Any]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         yield from read_csv_stream(handle, name=str(path), columns=columns)
@@ -77,8 +101,15 @@ def read_csv_stream(
     - a quoted field that runs past the end of its line (an unterminated quote: tick files
       have no line breaks inside a value), which would otherwise swallow the rows after it.
     """
-    mapping = dict(columns or {})
     kept: list[str] = []  # the physical lines of the record being read
+    reader, names = _header(handle, name, dict(columns or {}), kept)
+    return _csv_rows(handle, reader, kept, names, name)
+
+
+def _header(
+    handle: IO[str], name: str, mapping: Mapping[str, str], kept: list[str]
+) -> tuple[Any, list[str]]:
+    """The csv reader past the header, and the column names (mapped), checked."""
     reader = csv.reader(_keeping(handle, kept))
     try:
         header = next(reader, None)
@@ -88,9 +119,8 @@ def read_csv_stream(
         raise ValidationError(f"{name}: empty file, expected a header row")
     if header and header[0].startswith("\ufeff"):  # a BOM the decoder kept
         header[0] = header[0][1:]
-    _check_header(name, header, mapping)
-    names = [mapping.get(column, column) for column in header]
-    return _csv_rows(handle, reader, kept, names, name)
+    check_header(name, header, mapping)
+    return reader, [mapping.get(column, column) for column in header]
 
 
 def _csv_rows(
@@ -169,17 +199,17 @@ def read_parquet(
         ) from exc
     path = Path(path)
     mapping = dict(columns or {})
-    with _open_parquet(pq, path) as parquet:  # the file and its columns, checked now
+    with open_parquet(pq, path) as parquet:  # the file and its columns, checked now
         names = list(parquet.schema_arrow.names)
-    _check_header(path, names, mapping)
+    check_header(path, names, mapping)
     wanted = [name for name in names if mapping.get(name, name) in KNOWN_COLUMNS]
     return _parquet_rows(pq, path, wanted, mapping, batch_rows)
 
 
-def _open_parquet(pq: Any, path: Path) -> Any:
+def open_parquet(pq: Any, path: Path) -> Any:
     try:
         return pq.ParquetFile(path)
-    except _ARROW_ERRORS as exc:
+    except ARROW_ERRORS as exc:
         raise ValidationError(f"{path}: {_not_parquet(path, exc)}") from exc
 
 
@@ -187,22 +217,26 @@ def _parquet_rows(
     pq: Any, path: Path, wanted: list[str], mapping: dict[str, str], batch_rows: int
 ) -> Iterator[dict[str, Any]]:
     done = 0
-    with _open_parquet(pq, path) as parquet:
+    with open_parquet(pq, path) as parquet:
         try:
             for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
                 for row in batch.to_pylist():
                     yield {mapping.get(k, k): v for k, v in row.items()}
                 done += batch.num_rows
-        except _ARROW_ERRORS as exc:
-            after = f" after its first {done:,} rows" if done else ""
-            raise ValidationError(
-                f"{path}: damaged Parquet file, not readable{after} ({_first_line(exc)})"
-            ) from exc
+        except ARROW_ERRORS as exc:
+            raise damaged_parquet(path, done, exc) from exc
+
+
+def damaged_parquet(path: Path, done: int, exc: BaseException) -> ValidationError:
+    after = f" after its first {done:,} rows" if done else ""
+    return ValidationError(
+        f"{path}: damaged Parquet file, not readable{after} ({_first_line(exc)})"
+    )
 
 
 # What pyarrow raises for a file it cannot read (ArrowInvalid is a ValueError, ArrowIOError
 # an OSError; a value Python cannot hold, such as a year-0 timestamp, a ValueError too).
-_ARROW_ERRORS = (ValueError, OSError, OverflowError)
+ARROW_ERRORS = (ValueError, OSError, OverflowError)
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -231,4 +265,21 @@ def read_ticks(
         return read_parquet(path, columns=columns)
     if suffix in (".csv", ".txt"):
         return read_csv(path, columns=columns)
+    raise ValidationError(f"{path}: expected a .csv or .parquet file")
+
+
+def open_ticks(path: str | Path, *, columns: Mapping[str, str] | None = None) -> TickBatches:
+    """CSV or Parquet, by the file's extension, as record batches for a columnar load (the
+    file checked now). Without pyarrow a CSV file comes as rows, as ``read_csv`` reads it."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        from tickvault.services import tick_batches
+    except ImportError:  # pragma: no cover - depends on the install
+        rows = read_ticks(path, columns=columns)
+        return TickBatches(iter(lambda: list(itertools.islice(rows, 1_000)), []), str(path))
+    if suffix == ".parquet":
+        return tick_batches.parquet_batches(path, columns or {})
+    if suffix in (".csv", ".txt"):
+        return tick_batches.csv_batches(path, columns or {})
     raise ValidationError(f"{path}: expected a .csv or .parquet file")
