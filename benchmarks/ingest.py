@@ -14,6 +14,15 @@ In one run, on a throwaway database per engine (head schema, 50 instruments):
 
     python benchmarks/ingest.py --bulk 1000000 --repeat 3 --single 5000 \
         --latest-rows 5000000 --csv-rows 5000000 --postgres-url postgresql://postgres@127.0.0.1/test
+
+``--files N`` measures file loads instead (the columnar path): a CSV and a Parquet file of N
+rows, and per round, in turn, the raw driver writing the same rows (read from the Parquet
+file a batch of 10,000 at a time, the reading not timed) and ``ingest`` of each file as
+``tickvault ingest`` runs it (``open_ticks``, the file's sha256 receipt, validation, the
+monitor attached), each in a process of its own that reports its peak RSS:
+
+    python benchmarks/ingest.py --files 5000000 --repeat 1 \
+        --postgres-url postgresql://postgres@127.0.0.1/test
 """
 
 import argparse
@@ -238,6 +247,194 @@ def peak_rss_mb(url: str, rows: int, folder: Path) -> tuple[int, int]:
     return int(out[0]), int(out[1])
 
 
+FILE_INGEST_SCRIPT = """
+import asyncio, sys, time
+from pathlib import Path
+from tickvault.database.engine import create_engine, create_session_factory
+from tickvault.database.receipts import file_fingerprint
+from tickvault.services.database_performance import DatabasePerformanceMonitor
+from tickvault.services.market_data import MarketDataService
+from tickvault.services.readers import open_ticks
+async def main():
+    engine = create_engine(sys.argv[1])
+    monitor = DatabasePerformanceMonitor(engine)
+    path = Path(sys.argv[2])
+    started = time.perf_counter()
+    key = file_fingerprint(path)
+    report = await MarketDataService(create_session_factory(engine)).ingest(
+        open_ticks(path), source_key=key, fingerprint=key, source_name=str(path))
+    elapsed = time.perf_counter() - started
+    by_kind = (await monitor.collect_metrics()).by_table["market_data"]
+    inserted = sum(e["rows"] for kind, e in by_kind.items() if kind in ("INSERT", "COPY"))
+    await engine.dispose()
+    peak = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    print(report.accepted, report.rejected, inserted, elapsed, int(peak.split()[1]) // 1024)
+asyncio.run(main())
+"""
+
+
+def write_files(rows: int, folder: Path) -> tuple[Path, Path]:
+    """A CSV and a Parquet file of the same ``rows`` ticks (ISO 8601 text with Z in CSV)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    csv_path, parquet_path = folder / "ticks.csv", folder / "ticks.parquet"
+    writer = None
+    with csv_path.open("wb") as out:
+        for offset in range(0, rows, 500_000):
+            n = min(500_000, rows - offset)
+            index = pa.array(range(offset, offset + n), pa.int64())
+            price = pc.add(pc.divide(pc.cast(pc.bit_wise_and(pc.multiply(index, 7919), 65535),
+                                             pa.float64()), 64.0), 10.0)  # fmt: skip
+            stamps = pc.cast(pc.add(pc.multiply(index, 137), int(START.timestamp() * 1e6)),
+                             pa.timestamp("us", tz="UTC"))  # fmt: skip
+            table = pa.table(
+                {
+                    "instrument_id": pc.add(pc.bit_wise_and(index, 31), 1),
+                    "timestamp": stamps,
+                    "price": price,
+                    "bid": pc.subtract(price, 0.01),
+                    "ask": pc.add(price, 0.01),
+                    "volume": pc.bit_wise_and(index, 8191),
+                }
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(parquet_path, table.schema)
+            writer.write_table(table, row_group_size=100_000)
+            text = table.set_column(
+                1, "timestamp", pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ")
+            )
+            pcsv.write_csv(
+                text, out, pcsv.WriteOptions(include_header=offset == 0, quoting_style="none")
+            )
+    assert writer is not None
+    writer.close()
+    return csv_path, parquet_path
+
+
+async def raw_file_rows(url: str, parquet_path: Path) -> tuple[float, float]:
+    """The raw driver writing the file's rows, batches of 10,000, one transaction each:
+    (rows/s of the driver calls alone, rows/s with the rows' conversion for the driver,
+    as tickvault's own raw baseline above times it). The file's reading is not timed."""
+    import pyarrow.parquet as pq
+
+    parsed = make_url(url)
+    postgres = parsed.get_backend_name() == "postgresql"
+    if postgres:
+        dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        pg = await asyncpg.connect(dsn)
+    else:
+        lite = sqlite3.connect(str(parsed.database), isolation_level=None)
+        lite.execute("PRAGMA foreign_keys=ON")
+        lite.execute("PRAGMA journal_mode=WAL")
+        lite.execute("PRAGMA synchronous=NORMAL")
+        lite.execute(f"PRAGMA cache_size=-{get_settings().sqlite_cache_size_mb * 1024}")
+        marks = ", ".join("?" * len(TICK_COLUMNS))
+        sql = f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) VALUES ({marks})"
+    driver = converting = 0.0
+    rows = 0
+    for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=10_000):
+        data = batch.to_pydict()
+        n = batch.num_rows
+        nulls = [None] * n
+        columns = [data.get(name, nulls) for name in TICK_COLUMNS]
+        started = time.perf_counter()
+        if postgres:
+            records = list(zip(*columns, strict=True))
+            converted = time.perf_counter()
+            await pg.copy_records_to_table("market_data", records=records, columns=TICK_COLUMNS)
+        else:
+            columns[1] = [sqlite_timestamp(value) for value in columns[1]]
+            records = list(zip(*columns, strict=True))
+            converted = time.perf_counter()
+            lite.execute("BEGIN")
+            lite.executemany(sql, records)
+            lite.execute("COMMIT")
+        done = time.perf_counter()
+        driver += done - converted
+        converting += converted - started
+        rows += n
+    if postgres:
+        await pg.close()
+    else:
+        lite.close()
+    return rows / driver, rows / (driver + converting)
+
+
+async def clear_loads(url: str) -> None:
+    engine = create_engine(url)
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            await connection.execute(sa.text("TRUNCATE market_data, write_receipts"))
+        else:
+            await connection.execute(sa.text("DELETE FROM market_data"))
+            await connection.execute(sa.text("DELETE FROM write_receipts"))
+    await engine.dispose()
+    if engine.dialect.name == "sqlite":
+        lite = sqlite3.connect(str(make_url(url).database))
+        lite.execute("VACUUM")
+        lite.close()
+
+
+def file_ingest(url: str, path: Path) -> tuple[float, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", FILE_INGEST_SCRIPT, url, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    accepted, rejected, inserted, elapsed, rss = out
+    assert int(accepted) == int(inserted), out  # the monitor saw every row
+    assert int(rejected) == 0, out
+    return int(accepted) / float(elapsed), int(rss)
+
+
+def files_benchmark(rows: int, repeat: int, postgres_url: str | None) -> None:
+    summary = []
+    with tempfile.TemporaryDirectory() as folder:
+        csv_path, parquet_path = write_files(rows, Path(folder))
+        print(
+            f"files: {rows:,} rows, CSV {csv_path.stat().st_size / 1e6:,.0f} MB, "
+            f"Parquet {parquet_path.stat().st_size / 1e6:,.0f} MB",
+            flush=True,
+        )
+        for engine_name in ["sqlite"] + (["postgresql"] if postgres_url else []):
+            with throwaway_database(engine_name, postgres_url) as url:
+                schema.upgrade(url)
+                asyncio.run(reset(url))
+                figures: dict[str, list[float]] = {}
+                peaks: dict[str, int] = {}
+                for _ in range(repeat):  # in turn, so that drift hits every side alike
+                    for side in ("raw", "csv", "parquet"):
+                        asyncio.run(clear_loads(url))
+                        if side == "raw":
+                            driver, with_conversion = asyncio.run(raw_file_rows(url, parquet_path))
+                            figures.setdefault("raw", []).append(driver)
+                            figures.setdefault("raw+convert", []).append(with_conversion)
+                            print(f"{engine_name} raw: {driver:,.0f} rows/s "
+                                  f"({with_conversion:,.0f} converting)", flush=True)  # fmt: skip
+                            continue
+                        rate, rss = file_ingest(url, csv_path if side == "csv" else parquet_path)
+                        figures.setdefault(side, []).append(rate)
+                        peaks[side] = max(peaks.get(side, 0), rss)
+                        print(f"{engine_name} ingest {side}: {rate:,.0f} rows/s, "
+                              f"peak RSS {rss} MB", flush=True)  # fmt: skip
+                medians = {side: statistics.median(v) for side, v in figures.items()}
+                summary.append((engine_name, medians, peaks))
+    print(f"\nfile loads of {rows:,} rows, medians of {repeat} round(s), rows/s")
+    print("engine      raw driver  (+convert)  ingest CSV  ingest Parquet  CSV/raw  Parquet/raw"
+          "  CSV/(raw+convert)  Parquet/(raw+convert)  peak RSS MB CSV/Parquet")  # fmt: skip
+    for name, m, peaks in summary:
+        print(
+            f"{name:<12}{m['raw']:>10,.0f}{m['raw+convert']:>12,.0f}{m['csv']:>12,.0f}"
+            f"{m['parquet']:>16,.0f}{m['csv'] / m['raw']:>8.2f}x{m['parquet'] / m['raw']:>11.2f}x"
+            f"{m['csv'] / m['raw+convert']:>18.2f}x{m['parquet'] / m['raw+convert']:>22.2f}x"
+            f"{peaks['csv']:>13}/{peaks['parquet']}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bulk", type=int, default=1_000_000)
@@ -247,8 +444,12 @@ def main() -> None:
     parser.add_argument("--latest-rows", type=int, default=5_000_000)
     parser.add_argument("--csv-rows", type=int, default=5_000_000)
     parser.add_argument("--only-bulk", action="store_true", help="the bulk comparison only")
+    parser.add_argument("--files", type=int, help="measure file loads of this many rows only")
     parser.add_argument("--postgres-url")
     args = parser.parse_args()
+    if args.files:
+        files_benchmark(args.files, args.repeat, args.postgres_url)
+        return
     rows = ticks(args.bulk)
     lines = []
     for engine_name in ["sqlite"] + (["postgresql"] if args.postgres_url else []):

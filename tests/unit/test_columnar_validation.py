@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tickvault.database.bulk import sqlite_timestamp
+from tickvault.database.columns import TickColumns
 from tickvault.services.columnar import ColumnChecker
 from tickvault.services.validation import RowError, TickValidator
 
@@ -247,3 +249,36 @@ def test_the_property_tests_took_many_batches_whole() -> None:
         pytest.skip("run with the property tests above")
     assert taken["text"] >= 100
     assert taken["typed"] >= 50
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_sqlite_parameters_from_columns_are_those_of_records(moments: list[Any]) -> None:
+    """What the SQLite path writes from columns is what it writes from records."""
+    stamps = [
+        moment.replace(tzinfo=UTC) if moment else datetime(2024, 1, 2, tzinfo=UTC)
+        for moment in moments
+    ]
+    prices = [None if m is None else float(m.microsecond) / 7 for m in moments]
+    volumes = [None if m is None else m.year * 10**14 for m in moments]
+    columns = TickColumns(
+        (
+            pa.array([1] * len(moments), pa.int64()),
+            pa.array(stamps, pa.timestamp("us", tz="UTC")),
+            *(pa.array(prices, pa.float64()) for _ in range(6)),
+            pa.array(volumes, pa.int64()),
+        )
+    )
+    assert columns.sqlite_rows() == [
+        (1, sqlite_timestamp(stamp), *[price] * 6, volume)
+        for stamp, price, volume in zip(stamps, prices, volumes, strict=True)
+    ]

@@ -1,23 +1,24 @@
 """The fastest honest write paths for ticks on each engine.
 
-``write_ticks`` (file loads): one ``COPY`` per batch on PostgreSQL through asyncpg's
-``copy_records_to_table`` (a single statement: all of the batch or none of it); one
-``executemany`` per batch inside one transaction on SQLite. A batch is either validated
-records (tuples) or ``TickColumns``: Arrow arrays a columnar load validated in bulk, turned
-into the driver's parameters a column at a time, never a Python dict per row.
+``write_ticks`` (file loads): one ``COPY`` per batch on PostgreSQL (a single statement: all
+of the batch or none of it); one ``executemany`` per batch inside one transaction on SQLite.
+A batch is either validated records (tuples: asyncpg's ``copy_records_to_table``) or
+``TickColumns``, Arrow arrays a columnar load validated in bulk, turned into the driver's
+parameters a column at a time (binary COPY built from the columns' buffers), never a
+Python dict per row (``tickvault.database.columns``).
 
 The live writer's path is ``tickvault.database.live``.
 
 Both report to any monitor attached to the engine.
 """
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tickvault.database.columns import TickColumns
 from tickvault.database.engine import write_transaction
 from tickvault.database.failures import DRIVER_ERRORS, Failure, kind_of, translate
 from tickvault.database.url import display_url
@@ -35,35 +36,6 @@ SQLITE_INSERT = (
     f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in TICK_COLUMNS)})"
 )
-
-
-@dataclass(frozen=True)
-class TickColumns:
-    """A validated batch as Arrow arrays, one per ``TICK_COLUMNS`` entry: instrument_id
-    int64, timestamp ``timestamp[us, tz=UTC]``, six float64 prices, volume int64 (nulls for
-    none). Built by ``tickvault.services.columnar``; needs pyarrow."""
-
-    arrays: tuple[Any, ...]
-
-    def __len__(self) -> int:
-        return len(self.arrays[0])
-
-    def records(self) -> list[TickRecord]:
-        """The batch as validated records (for alert rules)."""
-        return list(zip(*(array.to_pylist() for array in self.arrays), strict=True))
-
-    def sqlite_rows(self) -> list[tuple[Any, ...]]:
-        """executemany's parameters, timestamps as ``sqlite_timestamp`` writes them."""
-        import pyarrow.compute as pc
-
-        # %S of a microsecond timestamp carries its fraction: 09:30:00.000000.
-        stamps = pc.strftime(self.arrays[1], format="%Y-%m-%d %H:%M:%S")
-        columns = [array.to_pylist() for array in self.arrays]
-        columns[1] = stamps.to_pylist()
-        return list(zip(*columns, strict=True))
-
-    def postgres_records(self) -> Iterator[tuple[Any, ...]]:
-        return zip(*(array.to_pylist() for array in self.arrays), strict=True)
 
 
 def sqlite_timestamp(value: datetime) -> str:
@@ -111,15 +83,17 @@ async def _write_ticks(
             try:
                 async with driver.transaction():
                     async with measured(engine, "COPY market_data", len(records)):
-                        await driver.copy_records_to_table(
-                            "market_data",
-                            records=(
-                                records.postgres_records()
-                                if isinstance(records, TickColumns)
-                                else records
-                            ),
-                            columns=TICK_COLUMNS,
-                        )
+                        if isinstance(records, TickColumns):
+                            await driver.copy_to_table(
+                                "market_data",
+                                source=_once(records.postgres_copy()),
+                                columns=TICK_COLUMNS,
+                                format="binary",
+                            )
+                        else:
+                            await driver.copy_records_to_table(
+                                "market_data", records=records, columns=TICK_COLUMNS
+                            )
                     if before_commit is not None:
                         await before_commit(driver)
             except BaseException:
@@ -137,3 +111,7 @@ async def _write_ticks(
         await connection.exec_driver_sql(SQLITE_INSERT, rows)
         if before_commit is not None:
             await before_commit(connection)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tickvault.database.bulk import TickColumns
+from tickvault.database.columns import TickColumns
 from tickvault.services.validation import MAX_VOLUME, PRICE_FIELDS, PRICE_LIMIT
 
 # What datetime.fromisoformat takes and the zone check accepts, narrowed to the forms files

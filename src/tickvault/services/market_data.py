@@ -52,7 +52,8 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from tickvault.database.bulk import TICK_COLUMNS, TickColumns, TickRecord, write_ticks
+from tickvault.database.bulk import TICK_COLUMNS, TickRecord, write_ticks
+from tickvault.database.columns import TickColumns
 from tickvault.database.receipts import LoadProgress, LoadReceipt, key_fingerprint, open_load
 from tickvault.errors import DatabaseError, KeyInFlight, KeyReused, ValidationError
 from tickvault.models import Instrument, MarketData
@@ -576,6 +577,8 @@ class MarketDataService:
         on_failed_batch: Callable[[BatchFailure], None] | None = None,
     ) -> None:
         report.batches += 1
+        if isinstance(batch, TickColumns):
+            batch.prepare(self.engine.dialect.name)
 
         async def account(connection: Any) -> None:
             # Commits in input order (on PostgreSQL the COPYs ran side by side), each

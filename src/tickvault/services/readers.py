@@ -206,9 +206,9 @@ def read_parquet(
     return _parquet_rows(pq, path, wanted, mapping, batch_rows)
 
 
-def open_parquet(pq: Any, path: Path) -> Any:
+def open_parquet(pq: Any, path: Path, **options: Any) -> Any:
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, **options)
     except ARROW_ERRORS as exc:
         raise ValidationError(f"{path}: {_not_parquet(path, exc)}") from exc
 

