@@ -83,10 +83,15 @@ async def _write_ticks(
             try:
                 async with driver.transaction():
                     async with measured(engine, "COPY market_data", len(records)):
+                        copy = None
                         if isinstance(records, TickColumns):
+                            copy = records.postgres_copy()
+                            if copy is None:
+                                records = records.records()
+                        if copy is not None:
                             await driver.copy_to_table(
                                 "market_data",
-                                source=_once(records.postgres_copy()),
+                                source=_once(copy),
                                 columns=TICK_COLUMNS,
                                 format="binary",
                             )

@@ -57,11 +57,15 @@ class TickColumns:
         rows = self._made["sqlite"] = list(zip(*columns, strict=True))
         return rows
 
-    def postgres_copy(self) -> bytes:
-        """The batch in COPY's binary format."""
+    def postgres_copy(self) -> bytes | None:
+        """The batch in COPY's binary format (None without numpy: COPY from records then)."""
         if "copy" in self._made:
             return self._made["copy"]  # type: ignore[no-any-return]
-        import numpy as np
+        try:
+            import numpy as np
+        except ImportError:  # pragma: no cover - depends on the install
+            self._made["copy"] = None
+            return None
         import pyarrow as pa
 
         n = len(self)
