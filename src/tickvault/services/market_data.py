@@ -6,6 +6,7 @@
     tick = await service.insert_market_data({"symbol": "AAPL", "timestamp": now, "price": 189.2})
     live = await service.store(ticks)            # the live writer: group commits
     report = await service.ingest(rows, batch_size=10_000)   # any iterable or async iterable
+    report = await service.ingest(open_ticks("ticks.csv"))  # or a pyarrow / pandas / Polars frame
     report.accepted, report.rejected, report.rejections[0].reason
     await service.aclose()                       # commit what is queued, stop the writer
 
@@ -501,6 +502,9 @@ class MarketDataService:
         pending: list[asyncio.Task[None]] = []
 
         async def start_write(batch: list[TickRecord] | TickColumns, first: int, last: int) -> None:
+            if isinstance(batch, TickColumns):
+                # The driver's parameters, made while the batch before is still written.
+                batch.prepare(self.engine.dialect.name)
             if len(pending) >= writers:
                 await pending.pop(0)
             previous = pending[-1] if pending else None
@@ -577,8 +581,6 @@ class MarketDataService:
         on_failed_batch: Callable[[BatchFailure], None] | None = None,
     ) -> None:
         report.batches += 1
-        if isinstance(batch, TickColumns):
-            batch.prepare(self.engine.dialect.name)
 
         async def account(connection: Any) -> None:
             # Commits in input order (on PostgreSQL the COPYs ran side by side), each
