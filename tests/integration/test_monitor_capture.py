@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.errors import UnknownTableError
 from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
 from tickvault.monitoring.prometheus import render
+from tickvault.repositories.market_data import MarketDataRepository
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 
 T0 = datetime(2024, 7, 1, tzinfo=UTC)
@@ -209,6 +211,27 @@ async def _read_and_check(reader: AsyncEngine, monitor: DatabasePerformanceMonit
         selects = metrics.by_table["market_data"]["SELECT"]
         assert (selects["index_used"], selects["full_scans"]) == (1, 1)
         assert "ix_market_data_instrument_timestamp" in metrics.index_usage["indexes_seen_in_plans"]
+
+
+async def test_the_latest_ticks_are_counted_as_reads_of_market_data(
+    engine: AsyncEngine, monitor: DatabasePerformanceMonitor
+) -> None:
+    """latest() reads market_data, though on PostgreSQL its first FROM is instruments (a
+    LATERAL probe per instrument): a market_data dashboard must see it."""
+    await _add_instruments(engine, 3)
+    async with engine.begin() as connection:
+        await connection.execute(insert(MarketData), _ticks(30, instruments=3))
+    before = (await monitor.collect_metrics()).by_table
+    async with create_session_factory(engine)() as session:
+        for _ in range(4):
+            assert len(await MarketDataRepository(session).latest()) == 3
+    after = (await monitor.collect_metrics()).by_table
+
+    def reads(by_table: dict[str, Any], table: str) -> float:
+        return float(by_table.get(table, {}).get("SELECT", {}).get("count", 0))
+
+    assert reads(after, "market_data") - reads(before, "market_data") >= 4
+    assert reads(after, "instruments") - reads(before, "instruments") < 4
 
 
 async def test_pool_figures_under_concurrent_sessions(head_url: str) -> None:

@@ -18,10 +18,19 @@ _TABLE_AFTER = {
     "COPY": re.compile(r"^\s*COPY\s+\"?([\w.]+)\"?", re.IGNORECASE),
 }
 _WITH_MAIN = re.compile(r"\)\s*(SELECT|INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
+# A statement may name the table it is about right after its keyword, when its first FROM
+# is another one: ``SELECT /* table: market_data */ … FROM instruments JOIN LATERAL …``.
+_TABLE_HINT = re.compile(r"^\s*\w+\s+/\*\s*table:\s*(\w+)\s*\*/")
 
 
 # Transaction control is plumbing (tickvault's SQLite engine emits BEGIN itself): not a query.
 _NOT_QUERIES = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "END"})
+
+
+def table_hint(table: str) -> str:
+    """The comment that makes ``classify`` count a statement for ``table`` (put it right
+    after the statement's keyword: SQLAlchemy's ``prefix_with``)."""
+    return f"/* table: {table} */"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,6 @@ def classify(statement: str) -> StatementInfo | None:
     query_type = keyword if keyword in _TABLE_AFTER else "OTHER"
     if query_type == "OTHER":
         return StatementInfo("OTHER", None)
-    match = _TABLE_AFTER[query_type].search(statement)
+    match = _TABLE_HINT.match(statement) or _TABLE_AFTER[query_type].search(statement)
     table = match.group(1).split(".")[-1].lower() if match else None
     return StatementInfo(query_type, table)

@@ -28,6 +28,7 @@ from tickvault.database.session import INCLUDE_DELETED
 from tickvault.database.types import utcnow
 from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
+from tickvault.monitoring.statements import table_hint
 from tickvault.repositories import columns
 from tickvault.repositories.bars import Bar, ohlcv_query, parse_interval
 from tickvault.repositories.base import (
@@ -308,7 +309,11 @@ def _newest(
     if since is not None:
         newest = newest.where(MarketData.timestamp >= since)
     row = newest.order_by(MarketData.timestamp.desc(), MarketData.id.desc()).limit(1).lateral()
-    query = select(Instrument.id, aliased(MarketData, row)).outerjoin(row, true())
+    query = (
+        select(Instrument.id, aliased(MarketData, row))
+        .outerjoin(row, true())
+        .prefix_with(table_hint("market_data"))  # not instruments, its first FROM
+    )
     # The subquery leaves soft-deleted ticks out itself.
     return _of(query, instrument_ids).execution_options(**{INCLUDE_DELETED: True})
 
