@@ -96,6 +96,19 @@ async def reset(url: str) -> None:
     await engine.dispose()
 
 
+def raw_sqlite(path: str) -> tuple[sqlite3.Connection, str]:
+    """A plain sqlite3 connection configured as tickvault configures its own
+    (database/engine.py: foreign keys enforced, WAL, synchronous=NORMAL, the same page
+    cache), and the INSERT of a tick: same database, same work."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(f"PRAGMA cache_size=-{get_settings().sqlite_cache_size_mb * 1024}")
+    marks = ", ".join("?" * len(TICK_COLUMNS))
+    return connection, f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) VALUES ({marks})"
+
+
 async def raw_driver(url: str, rows: list[dict[str, Any]]) -> float:
     parsed = make_url(url)
     records = as_records(rows)
@@ -110,15 +123,7 @@ async def raw_driver(url: str, rows: list[dict[str, Any]]) -> float:
         elapsed = time.perf_counter() - started
         await connection.close()
         return len(rows) / elapsed
-    connection = sqlite3.connect(str(parsed.database), isolation_level=None)
-    # Configured as tickvault configures its own connections (database/engine.py): foreign
-    # keys enforced, WAL, synchronous=NORMAL, the same page cache. Same database, same work.
-    connection.execute("PRAGMA foreign_keys=ON")
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute(f"PRAGMA cache_size=-{get_settings().sqlite_cache_size_mb * 1024}")
-    marks = ", ".join("?" * len(TICK_COLUMNS))
-    sql = f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) VALUES ({marks})"
+    connection, sql = raw_sqlite(str(parsed.database))
     started = time.perf_counter()
     for offset in range(0, len(records), 10_000):
         batch = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records[offset : offset + 10_000]]
@@ -326,13 +331,7 @@ async def raw_file_rows(url: str, parquet_path: Path) -> tuple[float, float]:
         dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         pg = await asyncpg.connect(dsn)
     else:
-        lite = sqlite3.connect(str(parsed.database), isolation_level=None)
-        lite.execute("PRAGMA foreign_keys=ON")
-        lite.execute("PRAGMA journal_mode=WAL")
-        lite.execute("PRAGMA synchronous=NORMAL")
-        lite.execute(f"PRAGMA cache_size=-{get_settings().sqlite_cache_size_mb * 1024}")
-        marks = ", ".join("?" * len(TICK_COLUMNS))
-        sql = f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) VALUES ({marks})"
+        lite, sql = raw_sqlite(str(parsed.database))
     driver = converting = 0.0
     rows = 0
     for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=10_000):

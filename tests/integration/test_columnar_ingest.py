@@ -16,29 +16,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tests.integration import test_ingest
 from tests.integration.test_ingest import BAD_ROWS
 from tests.integration.test_readers import CSV
-from tickvault.models import Instrument
 from tickvault.services.market_data import IngestReport, MarketDataService
 from tickvault.services.readers import open_ticks, read_ticks
 
+service = test_ingest.service  # the fixture: a service over the same three instruments
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2024, 5, 6, 13, 30, tzinfo=UTC)
 HEADER = ["symbol", "instrument_id", "timestamp", "price", "bid", "ask"]
 HEADER += ["open_price", "high_price", "low_price", "volume"]
-
-
-@pytest.fixture
-async def service(session_factory: Sessions) -> MarketDataService:
-    async with session_factory.begin() as session:
-        session.add_all(
-            [
-                Instrument(symbol="AAPL", name="Apple"),
-                Instrument(symbol="MSFT", name="Microsoft"),
-                Instrument(symbol="DEAD", name="Delisted", is_active=False),
-            ]
-        )
-    return MarketDataService(session_factory)
 
 
 async def stored(engine: AsyncEngine) -> list[tuple[Any, ...]]:
