@@ -247,3 +247,18 @@ def test_the_docs_pages_load_everything_from_the_service_itself(
         assert client.get(url).status_code == 200, url
     script = next(url for url in loaded if url.endswith(".js"))
     assert client.post(script).headers["allow"] == "GET, HEAD"  # the files' own methods
+
+
+def test_both_post_routes_document_the_same_key_header_and_security(client: TestClient) -> None:
+    """POST /market-data declares its Idempotency-Key header and its security by hand (it
+    reads them itself, for speed); they must say what FastAPI generates for the CSV route."""
+    paths = _openapi(client)["paths"]
+    post, csv = paths["/market-data"]["post"], paths["/market-data/csv"]["post"]
+
+    def key(operation: dict[str, Any]) -> list[dict[str, Any]]:
+        return [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+
+    assert len(key(post)) == 1
+    assert key(post) == key(csv)
+    assert post["security"] == csv["security"]
+    assert {"401"} <= post["responses"].keys()

@@ -49,8 +49,8 @@ def create_app(
     ``simulate_rate``: ticks per second of a simulated feed to run while the app is up.
     ``gc_freeze``: once started, move every object that exists then (the libraries, the
     app) out of the garbage collector's way (``gc.freeze()``), so that its full collections
-    scan only what requests make (``tickvault serve`` does: with ticks queued, the full
-    collections otherwise took a third of the server's time).
+    scan only what requests make (``tickvault serve`` does: with a stream's ticks queued,
+    full collections come often).
     """
     settings = settings or get_settings()
     url = database_url or settings.database_url

@@ -4,7 +4,7 @@
 
     store = LiveStore(engine)
     ids = await store.write(records, logs)    # ids of the ticks, in input order
-    pending = store.start(records, logs)      # PostgreSQL: sent once the last one committed
+    pending = await store.start(records, logs)  # PostgreSQL: sent once the last committed
     ids = await store.finish(pending)         # ... committed (or store.abort(pending))
     await store.aclose()
 
@@ -237,8 +237,8 @@ class LiveStore:
         try:
             try:
                 started = await transaction.task
-            except (NotSent, asyncio.CancelledError):
-                raise
+            except NotSent:
+                raise  # not sent: whatever its connection's state, nothing is in doubt
             except Exception as exc:
                 if driver.is_closed():
                     raise CommitInDoubt(transaction.ids, exc) from exc

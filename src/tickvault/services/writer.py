@@ -245,15 +245,14 @@ class TickWriter:
         With at least ``PIPELINE_MIN_TICKS`` queued and nothing in flight, a batch takes
         half of it, so that the rest starts behind it: while the database writes one batch,
         the producers the other one answered make the next. With less queued, one batch at
-        a time. When one fails, those behind it
-        (not sent) are queued again and the alert state goes back to before the failed one."""
+        a time. When one fails, those behind it (not sent) are queued again and the alert
+        state goes back to before the failed one."""
         while self._queue and len(self._flights) < PIPELINE and self.down is None:
-            limit = self.max_batch
-            if self._backlog >= PIPELINE_MIN_TICKS:
-                if not self._flights:
-                    limit = min(self.max_batch, -(-self._backlog // 2))
-            elif self._flights:
+            if self._flights and self._backlog < PIPELINE_MIN_TICKS:
                 break  # too little queued to be worth a batch of its own
+            limit = self.max_batch
+            if not self._flights and self._backlog >= PIPELINE_MIN_TICKS:
+                limit = min(self.max_batch, -(-self._backlog // 2))
             batch = self._take(limit)
             try:
                 flight = await self._begin(batch)

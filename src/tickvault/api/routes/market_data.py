@@ -19,7 +19,7 @@ from tickvault.api.routes._paging import (
     page_of,
     time_cursor,
 )
-from tickvault.api.runtime import Runtime, RuntimeDep
+from tickvault.api.runtime import RuntimeDep, get_runtime
 from tickvault.api.schemas import (
     BarOut,
     IngestResult,
@@ -126,7 +126,7 @@ async def post_ticks(body: TickBatch, request: Request, response: Response) -> I
     database is unavailable. With an `Idempotency-Key`, the request's ticks are stored all
     or none, with its receipt."""
     idempotency = _keyed(_key_header(request), request, await request.body())
-    runtime: Runtime = request.app.state.runtime
+    runtime = await get_runtime(request)
     report = await runtime.market_data.store(body.ticks, wait=False, idempotency=idempotency)
     return _answer(report, response)
 
