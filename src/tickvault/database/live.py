@@ -15,8 +15,9 @@ so what matters is the cost per transaction, and the time the event loop waits f
   trip): two data-modifying CTEs, each an ``INSERT … SELECT FROM unnest(arrays)``, one for
   the ticks and one for their logs. ``start`` prepares it on a connection of its own and
   returns; ``finish`` waits for it. The writer may start the next batch while one is being
-  written: its statement is sent the moment the one before it committed, and never when
-  that one failed (``NotSent``), so batches commit in the order they were taken while
+  written: its statement is sent the moment the one before it committed (by one task that
+  sends them all in turn, so no other work of the event loop comes in between), and never
+  when that one failed (``NotSent``), so batches commit in the order they were taken while
   Python prepares the next one. The ticks' ids are taken from the sequence ahead of time,
   a block at a time, so they are known before the statement is sent: when the connection
   breaks while a batch may have committed, the outcome is unknown, and ``CommitInDoubt``
@@ -43,9 +44,10 @@ Both report their statements to any monitor attached to the engine.
 import asyncio
 import contextlib
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
@@ -130,7 +132,7 @@ class Transaction:
     logs: int
     connection: AsyncConnection
     driver: Any
-    task: "asyncio.Task[float]"  # the write; its result is when it started
+    sent: "asyncio.Future[float]"  # the write's outcome; its result is when it started
 
 
 class LiveStore:
@@ -139,7 +141,9 @@ class LiveStore:
         self.pipelined = engine.dialect.name == "postgresql"  # transactions may overlap
         self._idle: list[AsyncConnection] = []  # PostgreSQL connections kept while busy
         self._ids: list[int] = []
-        self._last: asyncio.Task[float] | None = None  # the write started last, until finished
+        self._last: asyncio.Future[float] | None = None  # the write started last, until finished
+        self._sends: deque[_Send] = deque()  # PostgreSQL: started, not yet sent, in order
+        self._sender: asyncio.Task[None] | None = None
         self._sqlite: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._checkpoint: Future[None] | None = None
@@ -224,9 +228,40 @@ class LiveStore:
         statement = _PG_WRITE_KEYED if receipts else _PG_WRITE
         # Until the writer has seen how the last batch ended (``finish``, ``abort``), this
         # one waits for it, and is not sent if it failed.
-        task = asyncio.create_task(_pg_write(driver, statement, arguments, self._last))
-        self._last = task
-        return Transaction(ids, len(logs), connection, driver, task)
+        send = _Send(driver, statement, arguments, self._last)
+        self._sends.append(send)
+        self._last = send.outcome
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_all(), name="tickvault-sender")
+        return Transaction(ids, len(logs), connection, driver, send.outcome)
+
+    async def _send_all(self) -> None:
+        """Send the started batches one after the other, each the moment the one before it
+        committed: in this task, not in one of its own per batch, so that no other work
+        of the event loop comes between one batch's COMMIT and the next one's statement."""
+        while self._sends:
+            send = self._sends.popleft()
+            if send.outcome.done():  # cancelled by whoever waited for it: never sent
+                continue
+            after = send.after
+            if after is not None and (after.cancelled() or after.exception() is not None):
+                send.outcome.set_exception(NotSent("the batch before this one failed"))
+                continue
+            started = perf_counter()
+            try:
+                await send.driver.execute(send.statement, *send.arguments)
+            except asyncio.CancelledError:  # the loop is closing: nobody is told anything
+                for pending in (send, *self._sends):
+                    pending.outcome.cancel()
+                raise
+            except Exception as exc:
+                if not send.outcome.done():
+                    send.outcome.set_exception(exc)
+                if not send.outcome.cancelled():
+                    send.outcome.exception()  # retrieved: whoever waits is told by finish
+                continue
+            if not send.outcome.done():
+                send.outcome.set_result(started)
 
     async def finish(self, transaction: Transaction) -> list[int]:
         """Wait for the write and return its ids. A connection lost while the batch may have
@@ -236,7 +271,7 @@ class LiveStore:
         driver = transaction.driver
         try:
             try:
-                started = await transaction.task
+                started = await transaction.sent
             except NotSent:
                 raise  # not sent: whatever its connection's state, nothing is in doubt
             except Exception as exc:
@@ -254,11 +289,11 @@ class LiveStore:
         """Wait for a batch started behind one that failed (it is then not sent) and give
         its connection back."""
         with contextlib.suppress(Exception):
-            await transaction.task
+            await transaction.sent
         await self._give_back(transaction)
 
     async def _give_back(self, transaction: Transaction) -> None:
-        if self._last is transaction.task:
+        if self._last is transaction.sent:
             self._last = None
         connection, driver = transaction.connection, transaction.driver
         if driver.is_closed():
@@ -347,20 +382,18 @@ def _sqlite_transaction(
     return ids
 
 
-async def _pg_write(
-    driver: Any, statement: str, arguments: list[Any], after: "asyncio.Task[float] | None"
-) -> float:
-    """One batch's write, its own transaction, sent once the write started before it
-    committed; not sent if that one failed (the batches behind a failed one go back to the
-    queue, to be evaluated and written again)."""
-    if after is not None:
-        if not after.done():
-            await asyncio.wait((after,))
-        if after.cancelled() or after.exception() is not None:
-            raise NotSent("the batch before this one failed")
-    started = perf_counter()
-    await driver.execute(statement, *arguments)
-    return started
+@dataclass
+class _Send:
+    """A started batch (PostgreSQL), waiting for its turn to be sent; ``after``, the outcome
+    of the batch started before it, if the writer has not seen that one end yet."""
+
+    driver: Any
+    statement: str
+    arguments: list[Any]
+    after: "asyncio.Future[float] | None"
+    outcome: "asyncio.Future[float]" = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 def _checkpoint(engine: AsyncEngine) -> None:
