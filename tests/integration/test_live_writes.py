@@ -1,7 +1,7 @@
-"""The live write path on both engines: many producers' single ticks share commits, every
-acknowledged tick is stored once and in its producer's order, alert logs come out as if the
-ticks had arrived one by one, a tick the database refuses fails alone, and a full queue
-refuses instead of growing."""
+"""The live write path on both engines, small batches and large: many producers' single
+ticks share commits, every acknowledged tick is stored once and in its producer's order,
+alert logs come out as if the ticks had arrived one by one, a tick the database refuses
+fails alone, and a full queue refuses instead of growing."""
 
 import asyncio
 import contextlib
@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from tickvault.database import live as live_module
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.errors import DatabaseUnavailable, TickRefused, WriteQueueFull
 from tickvault.models import AlertLog, AlertRule, Instrument, MarketData
@@ -71,6 +72,17 @@ def producer_ticks(producer: int, instrument_id: int) -> list[dict[str, Any]]:
         }
         for n in range(TICKS_EACH)
     ]
+
+
+@pytest.fixture(autouse=True, params=["small batches", "large batches"])
+def batch_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test on both of each engine's ways of writing a batch: with the thresholds at
+    their least, every batch takes the large batches' way (PostgreSQL: COPY in a
+    transaction instead of one statement; SQLite: the writer's thread instead of the
+    event loop)."""
+    if request.param == "large batches":
+        monkeypatch.setattr(live_module, "COPY_MIN_TICKS", 1)
+        monkeypatch.setattr(live_module, "ON_LOOP_MAX_TICKS", 0)
 
 
 @pytest.fixture
