@@ -139,19 +139,21 @@ class AlertService:
         without writing them: the caller writes them with the ticks, in one transaction,
         and calls ``undo()`` if that transaction does not commit. Reads the database only
         to refresh the cached rules and to learn about rules and instruments new to it."""
+        instruments = {tick[0] for tick in ticks}
+        rules = self._relevant(instruments)
         loaded = self._rules_loaded_at
-        missing = loaded is None
-        if loaded is None or self._unseen(self._relevant(ticks), ticks):
+        if loaded is None or self._unseen(rules, instruments):
             async with self.engine.connect() as connection:
-                if missing:
+                if loaded is None:
                     await self._load_rules(connection)
-                await self._seed(connection, self._relevant(ticks), ticks)
+                    rules = self._relevant(instruments)
+                await self._seed(connection, rules, ticks)
         elif time.monotonic() - loaded >= RULES_TTL_SECONDS and (
             self._refresh is None or self._refresh.done()
         ):
             # Other processes' rule changes, in the background: no batch waits for them.
             self._refresh = asyncio.create_task(self._reload_rules(), name="tickvault-rules")
-        run = AlertRun(undo=self._snapshot(self._relevant(ticks), ticks))
+        run = AlertRun(undo=self._snapshot(rules, instruments))
         for tick in ticks:
             previous = self._last_price.get(tick[0])
             before = len(run.logs)
@@ -164,23 +166,23 @@ class AlertService:
                 self._last_price[tick[0]] = tick[2]
         return run
 
-    def _relevant(self, ticks: Sequence[TickRecord]) -> list[Rule]:
-        return [rule for i in {tick[0] for tick in ticks} for rule in self._rules.get(i, ())]
+    def _relevant(self, instruments: set[int]) -> list[Rule]:
+        return [rule for i in instruments for rule in self._rules.get(i, ())]
 
-    def _unseen(self, rules: list[Rule], ticks: Sequence[TickRecord]) -> bool:
+    def _unseen(self, rules: list[Rule], instruments: set[int]) -> bool:
         if not rules:
             return False
-        return any(rule.id not in self._states for rule in rules) or any(
-            tick[0] not in self._seen for tick in ticks
+        return any(rule.id not in self._states for rule in rules) or not self._seen.issuperset(
+            instruments
         )
 
-    def _snapshot(self, rules: list[Rule], ticks: Sequence[TickRecord]) -> Callable[[], None]:
+    def _snapshot(self, rules: list[Rule], instruments: set[int]) -> Callable[[], None]:
         states = {
             rule.id: _RuleState(state.firing, state.last_fired)
             for rule in rules
             if (state := self._states.get(rule.id)) is not None
         }
-        prices = {tick[0]: self._last_price.get(tick[0]) for tick in ticks}
+        prices = {i: self._last_price.get(i) for i in instruments}
 
         def undo() -> None:
             self._states.update(states)

@@ -47,6 +47,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -72,8 +73,7 @@ PIPELINE = 2  # PostgreSQL: batches in flight at once, each on its own connectio
 PIPELINE_MIN_TICKS = 256  # ... when this many ticks are queued
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):  # one per stored tick: cheaper to make than a frozen dataclass
     id: int
     alerts: int  # alert logs this tick caused
 
