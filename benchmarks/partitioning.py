@@ -8,12 +8,16 @@ rows copied a second). Then, the two taking turns:
   instrument, one instrument's last hour, its 1-minute bars over one day; and how many
   partitions each plan reads (EXPLAIN ANALYZE, partitions actually scanned);
 - bulk ingest: ``--copy-rows`` ticks of today through ``write_ticks`` (COPY);
+- live ingest: ``--writers`` producers each awaiting ``insert_market_data`` (alert rules
+  on, one per instrument), ``--live-seconds`` per turn, two turns each, ticks of today;
 - retention, 30 days out of 90: on the plain table today's purge (the oldest 30 days
   soft-deleted first, untimed, then ``purge_soft_deleted`` row by row in batches of
   10,000), on the partitioned one the same purge dropping 30 partitions. Time and WAL
-  written (``pg_current_wal_lsn``: server-wide, so other work on the server counts too).
+  written (``pg_current_wal_lsn``: server-wide, so other work on the server counts too),
+  and the latency of the same live producers writing while it runs (p50, p99, max); their
+  ticks' WAL is taken out at the bytes a tick wrote in the live turns.
 
-    python benchmarks/partitioning.py --rows 3000000 \
+    python benchmarks/partitioning.py --rows 3000000 --writers 16 --live-seconds 5 \
         --postgres-url postgresql://postgres@127.0.0.1/test
 """
 
@@ -30,11 +34,14 @@ from _common import throwaway_database
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tickvault.bench.cases import percentiles
 from tickvault.database.bulk import write_ticks
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.database.types import utcnow
 from tickvault.repositories.market_data import MarketDataRepository
 from tickvault.services import partitioning, schema
+from tickvault.services.alerts import AlertService
+from tickvault.services.market_data import MarketDataService
 from tickvault.services.purge import purge_soft_deleted
 
 DAYS, DROPPED_DAYS, INSTRUMENTS = 90, 30, 50
@@ -64,6 +71,54 @@ async def fill(engine: AsyncEngine, rows: int) -> None:
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         await connection.execute(text("VACUUM ANALYZE market_data"))
+
+
+class Producers:
+    """``writers`` producers, each awaiting ``insert_market_data`` for every tick of today,
+    with the instruments' alert rules evaluated; latencies in ms."""
+
+    def __init__(self, engine: AsyncEngine, writers: int, first: int) -> None:
+        sessions = create_session_factory(engine)
+        self.service = MarketDataService(sessions, alerts=AlertService(sessions))
+        self.writers, self.next, self.latencies = writers, first, list[float]()
+        self.stop = asyncio.Event()
+
+    async def _produce(self) -> None:
+        while not self.stop.is_set():
+            n, self.next = self.next, self.next + 1
+            tick = {
+                "instrument_id": 1 + n % INSTRUMENTS,
+                "timestamp": TODAY + timedelta(hours=12, microseconds=n),
+                "price": 100 + n % 997 / 10,
+                "volume": 1 + n % 500,
+            }
+            started = time.perf_counter()
+            await self.service.insert_market_data(tick)
+            self.latencies.append((time.perf_counter() - started) * 1000)
+
+    async def during(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        """Produce while ``work`` runs (after a second not counted: the rules' state is
+        learnt, the connections opened); ``work``'s result."""
+        tasks = [asyncio.create_task(self._produce()) for _ in range(self.writers)]
+        try:
+            await asyncio.sleep(1)
+            self.latencies.clear()
+            return await work()
+        finally:
+            self.stop.set()
+            await asyncio.gather(*tasks)
+            await self.service.aclose()
+
+
+async def add_rules(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO alert_rules (name, instrument_id, condition, threshold) "
+                "SELECT 'above ' || g, g, 'price_above', 1000000 FROM generate_series(1, :n) g"
+            ),
+            {"n": INSTRUMENTS},
+        )
 
 
 async def timed(work: Callable[[], Awaitable[Any]], runs: int) -> float:
@@ -137,11 +192,20 @@ async def wal_bytes(engine: AsyncEngine, work: Callable[[], Awaitable[Any]]) -> 
     return elapsed, int(written or 0)
 
 
-async def run(plain_url: str, parted_url: str, rows: int, runs: int, copy_rows: int) -> None:
+async def run(
+    plain_url: str,
+    parted_url: str,
+    rows: int,
+    runs: int,
+    copy_rows: int,
+    writers: int,
+    live_seconds: float,
+) -> None:
     plain, parted = create_engine(plain_url), create_engine(parted_url)
     try:
         for engine in (plain, parted):
             await fill(engine, rows)
+            await add_rules(engine)
         started = time.perf_counter()
         report = await partitioning.partition(parted, "1d", ahead=2)
         seconds = time.perf_counter() - started
@@ -173,6 +237,21 @@ async def run(plain_url: str, parted_url: str, rows: int, runs: int, copy_rows: 
         a, b = min(times[0], times[2]), min(times[1], times[3])
         print(f"{'best of 2':28} {a:9.2f} {b:12.2f}   partitioned/plain throughput {a / b:.2f}x")
 
+        title = f"{writers} live producers"
+        print(f"\n{title:28} {'plain':>9} {'partitioned':>12}")
+        rates: dict[AsyncEngine, list[float]] = {plain: [], parted: []}
+        tick_wal: dict[AsyncEngine, list[float]] = {plain: [], parted: []}
+        for turn, engine in enumerate((plain, parted, parted, plain)):
+            producers = Producers(engine, writers, first=turn * 100_000_000)
+            _, written = await producers.during(
+                lambda e=engine: wal_bytes(e, lambda: asyncio.sleep(live_seconds))
+            )
+            rates[engine].append(len(producers.latencies) / live_seconds)
+            tick_wal[engine].append(written / len(producers.latencies))
+        a, b = statistics.mean(rates[plain]), statistics.mean(rates[parted])
+        print(f"{'ticks/s, mean of 2':28} {a:9,.0f} {b:12,.0f}   partitioned/plain {b / a:.2f}x")
+        per_tick = {engine: statistics.mean(values) for engine, values in tick_wal.items()}
+
         cutoff_age = utcnow() - (START + timedelta(days=DROPPED_DAYS))
         async with plain.begin() as connection:
             await connection.execute(
@@ -189,20 +268,41 @@ async def run(plain_url: str, parted_url: str, rows: int, runs: int, copy_rows: 
         async def purge(engine: AsyncEngine) -> Any:
             return await purge_soft_deleted(create_session_factory(engine), older_than=cutoff_age)
 
-        row_time, row_wal = await wal_bytes(plain, lambda: purge(plain))
-        drop_time, drop_wal = await wal_bytes(parted, lambda: purge(parted))
-        async with parted.connect() as connection:
-            left = await connection.scalar(text("SELECT count(*) FROM market_data"))
-        async with plain.connect() as connection:
-            left_plain = await connection.scalar(text("SELECT count(*) FROM market_data"))
+        during_purge = {
+            engine: Producers(engine, writers, first=(5 + n) * 100_000_000)
+            for n, engine in enumerate((plain, parted))
+        }
+        row_time, row_wal = await during_purge[plain].during(
+            lambda: wal_bytes(plain, lambda: purge(plain))
+        )
+        drop_time, drop_wal = await during_purge[parted].during(
+            lambda: wal_bytes(parted, lambda: purge(parted))
+        )
+        # The producers' ticks wrote WAL too: taken out at what a tick wrote in the turns above.
+        row_wal -= int(len(during_purge[plain].latencies) * per_tick[plain])
+        drop_wal -= int(len(during_purge[parted].latencies) * per_tick[parted])
+        left = {}
+        for engine in (plain, parted):  # the filled rows (the producers' are of today)
+            async with engine.connect() as connection:
+                left[engine] = await connection.scalar(
+                    text("SELECT count(*) FROM market_data WHERE timestamp < :t"), {"t": TODAY}
+                )
         print(
             f"\nretention: {DROPPED_DAYS} days of {DAYS} "
-            f"(rows left: plain {left_plain:,}, partitioned {left:,})"
+            f"(rows before today left: plain {left[plain]:,}, partitioned {left[parted]:,})"
         )
         print(f"{'':28} {'time (s)':>9} {'WAL (MB)':>12}")
         print(f"{'row purge (plain)':28} {row_time:9.2f} {row_wal / 1e6:12.1f}")
         print(f"{'partition drop':28} {drop_time:9.3f} {drop_wal / 1e6:12.3f}")
         print(f"{'ratio':28} {row_time / drop_time:8.0f}x {row_wal / max(drop_wal, 1):11.0f}x")
+        print(f"\n{writers} live producers meanwhile (ms): p50 / p99 / max, ticks")
+        for name, engine in (("row purge (plain)", plain), ("partition drop", parted)):
+            latencies = during_purge[engine].latencies
+            shares = percentiles(latencies)
+            print(
+                f"{name:28} {shares['p50_ms']:.2f} / {shares['p99_ms']:.2f} / "
+                f"{max(latencies):.2f}, {len(latencies):,}"
+            )
     finally:
         await plain.dispose()
         await parted.dispose()
@@ -213,6 +313,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reads", type=int, default=50)
     parser.add_argument("--copy-rows", type=int, default=100_000)
+    parser.add_argument("--writers", type=int, default=16)
+    parser.add_argument("--live-seconds", type=float, default=5.0)
     parser.add_argument("--postgres-url", required=True)
     args = parser.parse_args()
     with ExitStack() as stack:
@@ -220,7 +322,9 @@ def main() -> None:
                 for _ in range(2)]  # fmt: skip
         for url in urls:
             schema.upgrade(url, "head")
-        asyncio.run(run(*urls, args.rows, args.reads, args.copy_rows))
+        asyncio.run(
+            run(*urls, args.rows, args.reads, args.copy_rows, args.writers, args.live_seconds)
+        )
 
 
 if __name__ == "__main__":
