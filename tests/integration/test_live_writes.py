@@ -191,19 +191,20 @@ REFUSE_666 = {
     ],
     "postgresql": [
         "CREATE FUNCTION refuse_666() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF NEW.price = 666 THEN RAISE EXCEPTION 'price 666 refused'; END IF; "
-        "RETURN NEW; END $$",
+        "IF NEW.price = 666 THEN PERFORM pg_sleep(PAUSE); "
+        "RAISE EXCEPTION 'price 666 refused'; END IF; RETURN NEW; END $$",
         "CREATE TRIGGER refuse_666 BEFORE INSERT ON market_data "
         "FOR EACH ROW EXECUTE FUNCTION refuse_666()",
     ],
 }
 
 
-async def refuse_666(engine: AsyncEngine) -> None:
-    """A trigger of the test's own: the database refuses any tick priced 666."""
+async def refuse_666(engine: AsyncEngine, pause: float = 0) -> None:
+    """A trigger of the test's own: the database refuses any tick priced 666 (on
+    PostgreSQL after ``pause`` seconds)."""
     async with engine.begin() as connection:
         for statement in REFUSE_666[engine.dialect.name]:
-            await connection.execute(text(statement))
+            await connection.execute(text(statement.replace("PAUSE", str(pause))))
 
 
 @pytest.mark.parametrize("requests", ["one request", "a request per tick"])
@@ -215,7 +216,8 @@ async def test_a_tick_the_database_refuses_fails_alone_and_leaves_no_alert_state
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     [instrument_id] = await add_instruments(session_factory, ["AAA"])
-    await refuse_666(engine)
+    # Refused slowly (PostgreSQL): the batch behind it is surely started meanwhile.
+    await refuse_666(engine, pause=0.3)
 
     def tick(n: int, price: float) -> dict[str, Any]:
         return {

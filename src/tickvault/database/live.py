@@ -97,6 +97,7 @@ _PG_WRITE_KEYED = _PG_WRITE.removesuffix(" SELECT 1") + (
 _PG_LOGS = _INSERT_LOGS + _unnest(_LOG_TYPES, 1)
 _PG_RECEIPTS = _INSERT_RECEIPTS + _unnest(_RECEIPT_TYPES, 1) + _RECEIPT_NAMES
 COPY_MIN_TICKS = 256  # PostgreSQL: batches of this many ticks or more are written by COPY
+COPY_COLUMNS = ("id", *TICK_COLUMNS)
 _SQLITE_RECEIPTS = (
     "INSERT INTO write_receipts "
     "(kind, key, fingerprint, source, rows_consumed, rows_stored, done, response) "
@@ -424,11 +425,14 @@ async def _pg_copy(
     receipt_columns: list[list[Any]],
 ) -> None:
     """A large batch in one transaction: its ticks by binary COPY (half the Python of the
-    arrays the one-statement write sends), then its logs and receipts."""
+    arrays the one-statement write sends), then its logs and receipts. Without either, the
+    COPY alone, its own transaction (no BEGIN and COMMIT: each round trip waits for the
+    event loop's turn, which a busy stream makes long)."""
+    if log_columns is None and not receipt_columns:
+        await driver.copy_records_to_table("market_data", records=rows, columns=COPY_COLUMNS)
+        return
     async with driver.transaction():
-        await driver.copy_records_to_table(
-            "market_data", records=rows, columns=("id", *TICK_COLUMNS)
-        )
+        await driver.copy_records_to_table("market_data", records=rows, columns=COPY_COLUMNS)
         if log_columns is not None:
             await driver.execute(_PG_LOGS, *log_columns)
         if receipt_columns:
