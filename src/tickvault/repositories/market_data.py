@@ -177,7 +177,7 @@ class MarketDataRepository:
             return pa.Table.from_batches(
                 [batch async for batch in batches], schema=columns.tick_schema()
             )
-        query = _after(_in_range(select(MarketData), instrument_id, start, end), after)
+        query = _in_range(select(MarketData), instrument_id, start, end, after)
         query = (
             query.order_by(MarketData.timestamp, MarketData.id)
             .limit(check_limit(limit) + 1)
@@ -198,24 +198,16 @@ class MarketDataRepository:
         """The ticks of ``range`` as Arrow record batches of at most ``batch_rows`` rows, each
         one keyset page read from the database: memory holds one page, however long the
         range. An empty range yields nothing (``columns.tick_schema()`` is the schema)."""
-        dialect = (await self.session.connection()).dialect.name
-        # The timestamps as the driver returns them (SQLite's text, asyncpg's datetimes),
-        # for Arrow to read in bulk, not through UTCDateTime one value at a time.
-        raw = String() if dialect == "sqlite" else DateTime(timezone=True)
-        selected = [
-            type_coerce(column, raw) if column.key in ("timestamp", "deleted_at") else column
-            for column in (getattr(MarketData, name) for name in columns.TICK_COLUMNS)
-        ]
-        base = _in_range(select(*selected), instrument_id, start, end)
-        if not include_deleted:
-            base = base.where(MarketData.deleted_at.is_(None))
-        base = base.order_by(MarketData.timestamp, MarketData.id)
         check_batch(batch_rows)
         # The driver's own tuples (neither ORM objects nor Row objects): the session's
         # connection, its transaction.
         connection = await self.session.connection()
+        dialect = connection.dialect.name
         while True:
-            rows = await connection.run_sync(_driver_rows, _after(base, after).limit(batch_rows))
+            query = range_select(
+                dialect, instrument_id, start, end, after=after, include_deleted=include_deleted
+            )
+            rows = await connection.run_sync(_driver_rows, query.limit(batch_rows))
             if not rows:
                 return
             yield columns.tick_batch(rows, timestamps_as_text=dialect == "sqlite")
@@ -325,28 +317,58 @@ def _of(query: AnySelect, instrument_ids: Sequence[int] | None) -> AnySelect:
     return query.where(Instrument.id.in_(list(instrument_ids)))
 
 
-def _in_range(
-    query: Select[Any], instrument_id: int, start: datetime, end: datetime
+def range_select(
+    dialect: str,
+    instrument_id: int,
+    start: datetime,
+    end: datetime,
+    *,
+    after: RangeCursor | None = None,
+    include_deleted: bool = False,
 ) -> Select[Any]:
+    """The ticks of ``range`` as a SELECT of ``columns.TICK_COLUMNS`` in (timestamp, id)
+    order, the timestamps as the driver returns them (SQLite's text, PostgreSQL's
+    timestamptz), for Arrow to read in bulk rather than through UTCDateTime a value at a
+    time. ``range_batches`` and the ADBC reads (``repositories.native``) both run it."""
+    raw = String() if dialect == "sqlite" else DateTime(timezone=True)
+    selected = [
+        type_coerce(column, raw) if column.key in ("timestamp", "deleted_at") else column
+        for column in (getattr(MarketData, name) for name in columns.TICK_COLUMNS)
+    ]
+    query = _in_range(select(*selected), instrument_id, start, end, after)
+    if not include_deleted:
+        query = query.where(MarketData.deleted_at.is_(None))
+    return query.order_by(MarketData.timestamp, MarketData.id)
+
+
+def _in_range(
+    query: Select[Any],
+    instrument_id: int,
+    start: datetime,
+    end: datetime,
+    after: RangeCursor | None = None,
+) -> Select[Any]:
+    """Rows with ``start <= timestamp < end``, and after ``after`` in (timestamp, id) order.
+
+    After a cursor, the range's lower bound is the cursor's time itself: given two lower
+    bounds on timestamp, SQLite starts the index range at one of them (measured: the
+    range's start), so every keyset page walked the index from the range's start and
+    reading a range cost pages squared.
+    """
     if end <= start:
         raise ValidationError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
-    return query.where(
+    lower = start
+    if after is not None and after[0].utcoffset() is not None and after[0] > start:
+        lower = after[0]
+    query = query.where(
         MarketData.instrument_id == instrument_id,
-        MarketData.timestamp >= start,
+        MarketData.timestamp >= lower,
         MarketData.timestamp < end,
     )
-
-
-def _after(query: Select[Any], after: RangeCursor | None) -> Select[Any]:
-    """Rows after ``after`` in (timestamp, id) order."""
     if after is None:
         return query
     after_ts, after_id = after
     return query.where(
-        # Redundant with the OR below, but the index range can start here: without it
-        # SQLite walks (instrument_id, timestamp, id) from the range's start on every page
-        # and filters, so reading a range costs pages squared.
-        MarketData.timestamp >= after_ts,
         or_(
             MarketData.timestamp > after_ts,
             and_(MarketData.timestamp == after_ts, MarketData.id > after_id),
