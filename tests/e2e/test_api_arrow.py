@@ -17,6 +17,7 @@ from tests.e2e.test_api import T0, add_instrument, iso, make_client, post_ticks
 from tickvault.api.columnar import stream_ticks
 from tickvault.api.routes import market_data
 from tickvault.frames import to_pandas
+from tickvault.repositories.native import _RangeRead
 
 ARROW = "application/vnd.apache.arrow.stream"
 PARQUET = "application/vnd.apache.parquet"
@@ -109,33 +110,71 @@ def pd_na() -> Any:
     return pd.NA
 
 
-def test_each_page_is_sent_before_the_next_is_read(client: TestClient) -> None:
-    """Streamed, not buffered: the body's chunks come out as the keyset pages are read."""
-    _load(client)
+def _chunks_as_read(client: TestClient) -> list[int]:
+    """How many batches had been read when the answer started and at each chunk sent, as
+    ``_batch_read`` counts them."""
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    pages: list[str] = []
+
+    async def read_at_each_chunk() -> list[int]:
+        start, end = T0 - timedelta(days=1), T0 + timedelta(days=1)
+        response = await stream_ticks(
+            runtime, ARROW, 1, start, end, after=None, include_deleted=False
+        )
+        seen = [len(READ)]
+        async for _chunk in response.body_iterator:
+            seen.append(len(READ))
+        return seen
+
+    READ.clear()
+    return client.portal.call(read_at_each_chunk)  # type: ignore[union-attr,no-any-return]
+
+
+READ: list[int] = []
+
+
+def test_each_page_is_sent_before_the_next_is_read(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed, not buffered: the body's chunks come out as the keyset pages are read
+    (through the session, as where the ADBC driver is not installed)."""
+    _load(client)
+    monkeypatch.setattr("tickvault.repositories.native.driver", lambda dialect: None)
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
 
     def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if "FROM market_data" in statement:
-            pages.append(statement)
+            READ.append(1)
 
-    async def pages_read_at_each_chunk() -> list[int]:
-        event.listen(runtime.engine.sync_engine, "before_cursor_execute", on_statement)
-        try:
-            start, end = T0 - timedelta(days=1), T0 + timedelta(days=1)
-            response = await stream_ticks(
-                runtime, ARROW, 1, start, end, after=None, include_deleted=False
-            )
-            seen = [len(pages)]
-            async for _chunk in response.body_iterator:
-                seen.append(len(pages))
-            return seen
-        finally:
-            event.remove(runtime.engine.sync_engine, "before_cursor_execute", on_statement)
-
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", on_statement)
+    try:
+        seen = _chunks_as_read(client)
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", on_statement)
     # Page 1 is read before the answer starts; pages 2 and 3 each after the previous chunk
     # went out; the 4th read finds nothing, and the end of the stream follows.
-    assert client.portal.call(pages_read_at_each_chunk) == [1, 1, 2, 3, 4]  # type: ignore[union-attr]
+    assert seen == [1, 1, 2, 3, 4]
+
+
+def test_through_adbc_at_most_one_batch_is_read_ahead(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed, not buffered, through ADBC: the next batch is read while one is sent, never
+    more, so memory holds two batches however long the range."""
+    _load(client)
+    next_batch = _RangeRead.next_batch
+
+    def counted(self: _RangeRead) -> Any:
+        batch = next_batch(self)
+        if batch is not None:
+            READ.append(batch.num_rows)
+        return batch
+
+    monkeypatch.setattr(_RangeRead, "next_batch", counted)
+    seen = _chunks_as_read(client)
+    assert READ == [2, 2, 2]
+    # When the answer starts and at each chunk: at most one batch more read than sent.
+    assert all(read <= sent + 2 for sent, read in enumerate(seen)), seen
+    assert seen[0] < 3
 
 
 def test_range_as_parquet_is_the_json_range_with_deleted_ticks_when_asked(

@@ -18,6 +18,7 @@ from tests.e2e.test_api_arrow import _parsed
 from tickvault.cli import app
 from tickvault.errors import DatabaseUnavailable
 from tickvault.repositories.market_data import MarketDataRepository
+from tickvault.repositories.native import NativeReads
 
 START, END = iso(T0 - timedelta(hours=1)), iso(T0 + timedelta(hours=1))
 
@@ -117,13 +118,15 @@ def test_bad_arguments_are_one_line_and_write_nothing(
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.parametrize("reader", ["adbc", "session"])
 def test_an_export_cut_short_leaves_no_file(
-    head_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    head_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
 ) -> None:
     """The database goes away after the first batch: no half-written file is left to be
-    taken for a whole one."""
+    taken for a whole one, whichever way the ticks are read."""
     _load_and_read_json(head_url)
-    pages = MarketDataRepository.range_batches
+    kind: Any = NativeReads if reader == "adbc" else MarketDataRepository
+    pages = kind.range_batches
 
     async def one_batch_then_gone(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         async with aclosing(pages(self, *args, **kwargs)) as batches:
@@ -131,7 +134,9 @@ def test_an_export_cut_short_leaves_no_file(
                 yield batch
                 raise DatabaseUnavailable("database unavailable: connection lost")
 
-    monkeypatch.setattr(MarketDataRepository, "range_batches", one_batch_then_gone)
+    monkeypatch.setattr(kind, "range_batches", one_batch_then_gone)
+    if reader == "session":  # as where the ADBC driver is not installed
+        monkeypatch.setattr("tickvault.repositories.native.driver", lambda dialect: None)
     out = tmp_path / "exports" / "aapl.parquet"
     out.parent.mkdir()
     result = CliRunner().invoke(

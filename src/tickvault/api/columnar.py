@@ -1,9 +1,11 @@
 """Arrow IPC stream and Parquet answers, streamed a record batch at a time.
 
-Each batch is one keyset page read from the database, encoded and sent before the next is
-read. The first batch is read before the response starts, so an error then (an unreachable
-database) still gets its status; one after it cuts the stream short, which an Arrow or
-Parquet reader reports as an incomplete stream, never as a shorter answer.
+Ticks come through ADBC where its driver is installed (``repositories.native``: the next
+batch read while this one is sent), else a keyset page at a time through the session; either
+way each batch is encoded and sent as it comes. The first batch is read before the response
+starts, so an error then (an unreachable database) still gets its status; one after it cuts
+the stream short, which an Arrow or Parquet reader reports as an incomplete stream, never
+as a shorter answer.
 """
 
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -17,6 +19,7 @@ from tickvault.api.responses import Responses
 from tickvault.api.runtime import Runtime
 from tickvault.repositories import columns
 from tickvault.repositories.market_data import MarketDataRepository, RangeCursor
+from tickvault.repositories.native import NativeReads
 from tickvault.services.export import ARROW_STREAM, PARQUET, encode
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -46,25 +49,32 @@ async def stream_ticks(
     include_deleted: bool,
 ) -> StreamingResponse:
     schema = columns.tick_schema()
-    batch_rows = runtime.settings.export_batch_rows
+    options: dict[str, Any] = {
+        "after": after,
+        "include_deleted": include_deleted,
+        "batch_rows": runtime.settings.export_batch_rows,
+    }
 
     async def chunks() -> AsyncGenerator[bytes, None]:
-        async with runtime.transaction() as session:
-            batches = (
-                MarketDataRepository(session).range_batches(
-                    instrument_id,
-                    start,
-                    end,
-                    after=after,
-                    include_deleted=include_deleted,
-                    batch_rows=batch_rows,
+        if end <= start:
+            async for chunk in encode(_no_batches(), schema, media_type):
+                yield chunk
+            return
+        async with runtime.transaction() as session:  # the replica's, when reads go there
+            native = await NativeReads.of_session(session)
+            if native is None:
+                batches = MarketDataRepository(session).range_batches(
+                    instrument_id, start, end, **options
                 )
-                if end > start
-                else _no_batches()
-            )
-            async with aclosing(batches), aclosing(encode(batches, schema, media_type)) as out:
-                async for chunk in out:
-                    yield chunk
+                async with aclosing(encode(batches, schema, media_type)) as out:
+                    async for chunk in out:
+                        yield chunk
+                return
+        # After the session's transaction: ADBC reads on a connection of its own.
+        batches = native.range_batches(instrument_id, start, end, **options)
+        async with aclosing(encode(batches, schema, media_type)) as out:
+            async for chunk in out:
+                yield chunk
 
     return await _streamed(chunks(), media_type)
 

@@ -1,0 +1,314 @@
+"""A range of ticks read straight into Arrow through ADBC: no Python object per value.
+
+PostgreSQL: ``adbc-driver-postgresql`` runs the range as one ``COPY (SELECT …) TO STDOUT
+(FORMAT binary)`` and decodes it into Arrow columns in C. SQLite: ``adbc-driver-sqlite``
+steps the statement in C, a keyset page a statement (its driver infers each column's type
+from the rows of its first batch, so a price column of NULLs alone in one page and of
+numbers in the next would break one long statement). The same query, rows, order and
+values as ``MarketDataRepository.range_batches``; each read opens a connection of its own
+(outside the caller's transaction), on the engine the caller's session runs on, so reads
+routed to the read replica stay there::
+
+    native = await NativeReads.of_session(session)   # None: no ADBC driver for this database
+    if native is not None:
+        async for batch in native.range_batches(1, start, end):   # tick_schema() batches
+            ...
+"""
+
+import asyncio
+import importlib
+import urllib.parse
+from collections.abc import AsyncGenerator, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from time import perf_counter
+from types import ModuleType
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from tickvault.database.failures import translate
+from tickvault.database.url import display_url
+from tickvault.errors import DatabaseUnavailable
+from tickvault.monitoring import capture
+from tickvault.repositories import columns
+from tickvault.repositories.market_data import (
+    BATCH_ROWS,
+    RangeCursor,
+    check_batch,
+    range_select,
+)
+
+DRIVERS = {"sqlite": "adbc_driver_sqlite.dbapi", "postgresql": "adbc_driver_postgresql.dbapi"}
+# PostgreSQL's driver cuts COPY's rows into batches by bytes: about this many a tick (11
+# columns and their lengths in the binary COPY format), so a batch holds about batch_rows.
+COPY_BYTES_PER_ROW = 100
+# The query parameters of a PostgreSQL URL that libpq reads as they are; asyncpg's ``ssl``
+# is libpq's ``sslmode``. A URL with any other (an asyncpg-only setting) is read through the
+# session instead.
+LIBPQ_PARAMETERS = frozenset(
+    {
+        "application_name",
+        "connect_timeout",
+        "options",
+        "passfile",
+        "sslcert",
+        "sslkey",
+        "sslmode",
+        "sslpassword",
+        "sslrootcert",
+        "target_session_attrs",
+    }
+)
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True)
+class NativeReads:
+    """ADBC reads of the database of ``engine``: ``uri`` as its driver takes it. What they
+    read is reported to the engine's monitors, as its own statements are."""
+
+    engine: AsyncEngine
+    uri: str
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def where(self) -> str:
+        """The database as error messages name it."""
+        return display_url(self.engine.url)
+
+    @classmethod
+    def of(cls, engine: AsyncEngine) -> "NativeReads | None":
+        """The reads of the database at ``url``, or None when they cannot be made: its ADBC
+        driver is not installed, or the URL names what a second connection cannot reach (an
+        in-memory SQLite database) or says what libpq would not understand."""
+        url, dialect = engine.url, engine.dialect.name
+        if dialect not in DRIVERS or driver(dialect) is None:
+            return None
+        uri = _sqlite_uri(url) if dialect == "sqlite" else _libpq_uri(url)
+        return None if uri is None else cls(engine, uri)
+
+    @classmethod
+    async def of_session(cls, session: AsyncSession) -> "NativeReads | None":
+        """The reads of the database ``session`` runs on (the read replica's, when the
+        session is on it)."""
+        return cls.of((await session.connection()).engine)
+
+    async def range_batches(
+        self,
+        instrument_id: int,
+        start: datetime,
+        end: datetime,
+        *,
+        after: RangeCursor | None = None,
+        include_deleted: bool = False,
+        batch_rows: int = BATCH_ROWS,
+    ) -> AsyncGenerator[Any, None]:
+        """``MarketDataRepository.range_batches``' record batches, read through ADBC in a
+        worker thread, the next batch read while the caller handles this one (memory holds
+        about two batches, however long the range)."""
+        check_batch(batch_rows)
+        range_select(self.dialect, instrument_id, start, end)  # a bad range fails here
+
+        def query(cursor: RangeCursor | None) -> Select[Any]:
+            return range_select(
+                self.dialect,
+                instrument_id,
+                start,
+                end,
+                after=cursor,
+                include_deleted=include_deleted,
+            )
+
+        read = await asyncio.to_thread(_RangeRead, self, query, after, batch_rows)
+        pending: asyncio.Future[Any] | None = None
+        try:
+            pending = asyncio.ensure_future(asyncio.to_thread(read.next_batch))
+            while (batch := await pending) is not None:
+                pending = asyncio.ensure_future(asyncio.to_thread(read.next_batch))
+                self._report(read)
+                yield batch
+            self._report(read)
+        finally:
+            _close_when_done(pending, read)
+
+    def _report(self, read: "_RangeRead") -> None:
+        """The statements ``read`` has finished, to the monitors (from the event loop's
+        thread, where SQLAlchemy's own statements are reported)."""
+        while read.finished:
+            statement, started, rows = read.finished.pop(0)
+            capture.report(self.engine, statement, started, rows)
+
+
+def driver(dialect: str) -> ModuleType | None:
+    """The ADBC DB-API module for ``dialect``, or None when it is not installed."""
+    try:
+        return importlib.import_module(DRIVERS[dialect])
+    except ImportError:
+        return None
+
+
+def _sqlite_uri(url: URL) -> str | None:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        return None  # a second connection would open an empty database of its own
+    if url.query.get("uri") == "true" and database.startswith("file:"):
+        return database
+    # Read-only: a read never creates a missing file, nor writes to the database.
+    path = urllib.parse.quote(str(Path(database).resolve()))
+    return f"file:{path}?mode=ro"
+
+
+def _libpq_uri(url: URL) -> str | None:
+    query = dict(url.query)
+    if "ssl" in query and "sslmode" not in query:
+        query["sslmode"] = query.pop("ssl")
+    if not set(query) <= LIBPQ_PARAMETERS:
+        return None
+    plain = url.set(drivername="postgresql", query=query)
+    return plain.render_as_string(hide_password=False)
+
+
+def _sql(dialect: Dialect, query: Select[Any]) -> str:
+    """``query`` with its values written in: PostgreSQL's driver reads a statement by COPY
+    only when it has no parameters. The values are ints and datetimes, rendered by
+    SQLAlchemy's literal processors (the same text as bound: UTC, microseconds)."""
+    compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+    return str(compiled)
+
+
+class _RangeRead:
+    """One range read on an ADBC connection of its own (called from worker threads, one
+    call at a time). ``next_batch()`` gives the next batch of ``tick_schema()``, at most
+    ``batch_rows`` rows, or None at the end."""
+
+    def __init__(
+        self,
+        reads: NativeReads,
+        query: Callable[[RangeCursor | None], Select[Any]],
+        after: RangeCursor | None,
+        batch_rows: int,
+    ) -> None:
+        self.reads, self.query, self.after, self.batch_rows = reads, query, after, batch_rows
+        dbapi = driver(reads.dialect)
+        assert dbapi is not None  # NativeReads.of checked
+        self.dbapi: Any = dbapi
+        self.pending: Any = None  # a batch PostgreSQL's driver gave past batch_rows rows
+        self.done = False
+        self.reader: Any = None
+        self.statement: tuple[str, float] | None = None  # the SQL running, since when
+        self.rows = 0  # read by it so far
+        self.finished: list[tuple[str, float, int]] = []  # (SQL, started, rows), to report
+        try:
+            self.connection: Any = self.dbapi.connect(reads.uri)
+        except Exception as exc:
+            if not isinstance(exc, self.dbapi.Error):
+                raise
+            raise DatabaseUnavailable(
+                f"database unavailable at {reads.where}: {_first_line(exc)}"
+            ) from exc
+        try:
+            self.cursor: Any = self.connection.cursor()
+            if reads.dialect == "sqlite":
+                self.cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+                self.cursor.adbc_statement.set_options(
+                    **{"adbc.sqlite.query.batch_rows": str(batch_rows)}
+                )
+            else:
+                hint = batch_rows * COPY_BYTES_PER_ROW
+                self.cursor.adbc_statement.set_options(
+                    **{"adbc.postgresql.batch_size_hint_bytes": str(hint)}
+                )
+                self._execute(self.query(after))  # the whole range, one COPY
+        except BaseException:
+            self.close()
+            raise
+
+    def _execute(self, query: Select[Any]) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        sql = _sql(self.reads.engine.dialect, query)
+        self.statement, self.rows = (sql, perf_counter()), 0
+        try:
+            self.cursor.execute(sql)
+            self.reader = self.cursor.fetch_record_batch()
+        except (OSError, self.dbapi.Error) as exc:
+            raise translate(exc, self.reads.where) from exc
+
+    def _read(self) -> Any:
+        try:
+            batch = self.reader.read_next_batch()
+        except StopIteration:
+            if self.statement is not None:
+                self.finished.append((*self.statement, self.rows))
+                self.statement = None
+            return None
+        except (OSError, self.dbapi.Error) as exc:
+            raise translate(exc, self.reads.where) from exc
+        self.rows += batch.num_rows
+        return batch
+
+    def next_batch(self) -> Any:
+        if self.reads.dialect == "sqlite":
+            return self._next_page()
+        batch = self.pending if self.pending is not None else self._read()
+        self.pending = None
+        if batch is None:
+            return None
+        if batch.num_rows > self.batch_rows:
+            batch, self.pending = batch.slice(0, self.batch_rows), batch.slice(self.batch_rows)
+        return columns.as_tick_batch(batch)
+
+    def _next_page(self) -> Any:
+        """SQLite: the next keyset page, one statement (one batch) each."""
+        if self.done:
+            return None
+        self._execute(self.query(self.after).limit(self.batch_rows))
+        batches = []
+        while (batch := self._read()) is not None:
+            batches.append(batch)
+        rows = sum(batch.num_rows for batch in batches)
+        self.done = rows < self.batch_rows
+        if rows == 0:
+            return None
+        if len(batches) > 1:
+            batches = columns.arrow().Table.from_batches(batches).combine_chunks().to_batches()
+        page = columns.as_tick_batch(batches[0])
+        last = page.num_rows - 1
+        self.after = (page.column("timestamp")[last].as_py(), page.column("id")[last].as_py())
+        return page
+
+    def close(self) -> None:
+        for closeable in (self.reader, getattr(self, "cursor", None), self.connection):
+            if closeable is not None:
+                with suppress(Exception):  # closing what failed: the first error stands
+                    closeable.close()
+
+
+def _close_when_done(pending: "asyncio.Future[Any] | None", read: _RangeRead) -> None:
+    """Close ``read`` once no worker thread uses it (a read ahead may still be running when
+    the caller stops early); that read's result or error is dropped."""
+    if pending is None or pending.done():
+        if pending is not None and not pending.cancelled():
+            pending.exception()  # retrieved: no "never retrieved" warning
+        read.close()
+        return
+
+    def close(done: "asyncio.Future[Any]") -> None:
+        if not done.cancelled():
+            done.exception()
+        read.close()
+
+    pending.add_done_callback(close)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,154 @@
+"""Ticks read through ADBC (what `tickvault export` and the API's Arrow and Parquet answers
+use), on both engines: the same rows as the JSON range, value for value and in order,
+soft-deleted ticks only when asked, whatever the batch size, the time zone of the bounds,
+or a column that holds NULLs alone in one batch and numbers in the next."""
+
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.test_arrow_reads import END, START, T0, Sessions, _json_range, _load
+from tickvault.errors import ValidationError
+from tickvault.models import Instrument, MarketData
+from tickvault.repositories import columns
+from tickvault.repositories.native import NativeReads
+from tickvault.services.database_performance import DatabasePerformanceMonitor
+from tickvault.services.export import export_range
+
+
+async def _native(sessions: Sessions) -> NativeReads:
+    async with sessions() as session:
+        native = await NativeReads.of_session(session)
+    assert native is not None, "the ADBC drivers come with the arrow extra (make setup)"
+    return native
+
+
+async def _batches(native: NativeReads, *args: Any, **kwargs: Any) -> list[Any]:
+    return [batch async for batch in native.range_batches(*args, **kwargs)]
+
+
+def _rows(batches: list[Any]) -> list[dict[str, Any]]:
+    return pa.Table.from_batches(batches, schema=columns.tick_schema()).to_pylist()
+
+
+@pytest.mark.parametrize("batch_rows", [2, 65_536])
+async def test_native_batches_are_the_json_range(
+    session_factory: Sessions, batch_rows: int
+) -> None:
+    ids = await _load(session_factory)
+    native = await _native(session_factory)
+    expected = await _json_range(session_factory)
+    batches = await _batches(native, 1, START, END, batch_rows=batch_rows)
+    assert all(batch.schema.equals(columns.tick_schema()) for batch in batches)
+    assert all(batch.num_rows <= batch_rows for batch in batches)
+    assert _rows(batches) == expected
+    assert ids[5] not in [row["id"] for row in _rows(batches)]  # soft-deleted
+    every = await _batches(native, 1, START, END, include_deleted=True, batch_rows=batch_rows)
+    assert _rows(every) == await _json_range(session_factory, include_deleted=True)
+    cursor = (expected[3]["timestamp"], expected[3]["id"])  # inside the 3 ticks at T0 + 1.5 s
+    rest = await _batches(native, 1, START, END, after=cursor, batch_rows=batch_rows)
+    assert _rows(rest) == expected[4:]
+
+
+async def test_a_column_of_nulls_in_one_batch_and_numbers_in_the_next(
+    session_factory: Sessions,
+) -> None:
+    """SQLite's driver infers a column's type from the values of its first batch: a column of
+    NULLs alone comes as int64, and a statement whose next batch holds doubles would fail."""
+    async with session_factory.begin() as session:
+        session.add(Instrument(id=1, symbol="AAPL", name="A"))
+        await session.flush()
+        session.add_all(
+            MarketData(
+                instrument_id=1,
+                timestamp=T0 + timedelta(seconds=n),
+                price=100.0 + n / 3,
+                bid=None if n < 4 else 99.5 + n / 7,
+                open_price=None if n < 4 else 1.000049,
+                volume=None if n < 4 else n,
+                deleted_at=None if n != 5 else T0,
+            )
+            for n in range(8)
+        )
+    native = await _native(session_factory)
+    for include_deleted in (False, True):
+        expected = await _json_range(session_factory, include_deleted=include_deleted)
+        batches = await _batches(
+            native, 1, START, END, include_deleted=include_deleted, batch_rows=2
+        )
+        assert _rows(batches) == expected
+        assert [row["bid"] is None for row in expected][:5] == [True] * 4 + [False]
+
+
+async def test_bounds_in_any_zone_select_the_json_ticks(session_factory: Sessions) -> None:
+    """Start inclusive, end exclusive, to the microsecond, whatever zone they are given in."""
+    await _load(session_factory)
+    native = await _native(session_factory)
+    plus_two = timezone(timedelta(hours=2))
+    start = (T0 + timedelta(microseconds=1)).astimezone(plus_two)  # the second tick's instant
+    end = (T0 + timedelta(seconds=3)).astimezone(plus_two)  # the tick at T0 + 3 s left out
+    expected = [
+        row
+        for row in await _json_range(session_factory)
+        if T0 + timedelta(microseconds=1) <= row["timestamp"] < T0 + timedelta(seconds=3)
+    ]
+    assert len(expected) == 4
+    batches = await _batches(native, 1, start, end, batch_rows=3)
+    assert _rows(batches) == expected
+    assert batches[0].schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
+
+
+async def test_empty_ranges_yield_nothing_and_a_backward_one_is_refused(
+    session_factory: Sessions,
+) -> None:
+    await _load(session_factory)
+    native = await _native(session_factory)
+    later = T0 + timedelta(days=3)
+    assert await _batches(native, 1, later, later + timedelta(days=1)) == []
+    assert await _batches(native, 99, START, END) == []
+    with pytest.raises(ValidationError, match="must be after start"):
+        await _batches(native, 1, T0, T0)
+
+
+async def test_an_export_through_adbc_is_the_file_the_session_path_writes(
+    session_factory: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the driver is not installed, the export reads through the session: the same
+    rows either way, soft-deleted ticks left out."""
+    await _load(session_factory)
+    expected = await _json_range(session_factory)
+    native = await export_range(session_factory, "AAPL", START, END, tmp_path / "adbc.parquet")
+    monkeypatch.setattr("tickvault.repositories.native.driver", lambda dialect: None)
+    async with session_factory() as session:
+        assert await NativeReads.of_session(session) is None
+    fallback = await export_range(
+        session_factory, "AAPL", START, END, tmp_path / "session.parquet", batch_rows=4
+    )
+    assert native.rows == fallback.rows == len(expected) == 9
+    for report in (native, fallback):
+        table = pq.read_table(report.path)
+        assert table.schema.equals(columns.tick_schema())
+        assert table.to_pylist() == expected
+
+
+async def test_the_monitor_counts_what_adbc_reads(
+    session_factory: Sessions, engine: AsyncEngine
+) -> None:
+    await _load(session_factory)
+    native = await _native(session_factory)
+    monitor = DatabasePerformanceMonitor(engine)
+    try:
+        await monitor.collect_metrics()
+        rows = sum(len(batch) for batch in await _batches(native, 1, START, END, batch_rows=4))
+        metrics = await monitor.collect_metrics()
+    finally:
+        monitor.uninstrument()
+    selects = metrics.by_table["market_data"]["SELECT"]
+    assert rows == 9
+    # SQLite: a statement a keyset page (4, 4, 1); PostgreSQL: one COPY.
+    assert selects["count"] == (3 if engine.dialect.name == "sqlite" else 1)
