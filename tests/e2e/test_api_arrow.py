@@ -17,7 +17,7 @@ from tests.e2e.test_api import T0, add_instrument, iso, make_client, post_ticks
 from tickvault.api.columnar import stream_ticks
 from tickvault.api.routes import market_data
 from tickvault.frames import to_pandas
-from tickvault.repositories.native import _RangeRead
+from tickvault.repositories import columns
 
 ARROW = "application/vnd.apache.arrow.stream"
 PARQUET = "application/vnd.apache.parquet"
@@ -161,15 +161,13 @@ def test_through_adbc_at_most_one_batch_is_read_ahead(
     """Streamed, not buffered, through ADBC: the next batch is read while one is sent, never
     more, so memory holds two batches however long the range."""
     _load(client)
-    next_batch = _RangeRead.next_batch
+    convert = columns.as_tick_batch  # each batch read from the driver, in the worker thread
 
-    def counted(self: _RangeRead) -> Any:
-        batch = next_batch(self)
-        if batch is not None:
-            READ.append(batch.num_rows)
-        return batch
+    def counted(batch: Any) -> Any:
+        READ.append(batch.num_rows)
+        return convert(batch)
 
-    monkeypatch.setattr(_RangeRead, "next_batch", counted)
+    monkeypatch.setattr(columns, "as_tick_batch", counted)
     seen = _chunks_as_read(client)
     assert READ == [2, 2, 2]
     # When the answer starts and at each chunk: at most one batch more read than sent.

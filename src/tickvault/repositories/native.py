@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tickvault.database.failures import translate
 from tickvault.database.url import display_url
-from tickvault.errors import DatabaseUnavailable
+from tickvault.errors import DatabaseError, DatabaseUnavailable
 from tickvault.monitoring import capture
 from tickvault.repositories import columns
 from tickvault.repositories.market_data import (
@@ -280,10 +280,16 @@ class _RangeRead:
             return None
         if len(batches) > 1:
             batches = columns.arrow().Table.from_batches(batches).combine_chunks().to_batches()
-        page = columns.as_tick_batch(batches[0])
-        last = page.num_rows - 1
-        self.after = (page.column("timestamp")[last].as_py(), page.column("id")[last].as_py())
-        return page
+        raw, last = batches[0], rows - 1
+        # The next page starts after this one's last row as stored (as range_batches does).
+        after = (
+            columns.stored_instant(raw.column("timestamp")[last].as_py()),
+            int(raw.column("id")[last].as_py()),
+        )
+        if self.after is not None and after <= self.after:  # never read a page twice
+            raise DatabaseError(f"database error at {self.reads.where}: the range went back")
+        self.after = after
+        return columns.as_tick_batch(raw)
 
     def close(self) -> None:
         for closeable in (self.reader, getattr(self, "cursor", None), self.connection):
