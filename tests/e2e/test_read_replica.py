@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -81,6 +82,16 @@ def prometheus(client: TestClient) -> dict[str, float]:
     }
 
 
+def arrow_prices(client: TestClient, window: dict[str, object]) -> list[float]:
+    response = client.get(
+        "/market-data/range",
+        params=window,
+        headers={"Accept": "application/vnd.apache.arrow.stream"},
+    )
+    assert response.status_code == 200, response.text
+    return pa.ipc.open_stream(response.content).read_all().column("price").to_pylist()
+
+
 def selects(client: TestClient) -> float:
     series = 'tickvault_queries_total{table="market_data",type="SELECT"} '
     (line,) = [x for x in client.get("/metrics").text.splitlines() if x.startswith(series)]
@@ -131,6 +142,9 @@ def test_reads_go_to_the_replica_writes_to_the_primary(
             page = client.get("/market-data/range", params=window).json()
             assert [tick["price"] for tick in page["items"]] == [100.5]
         assert selects(client) == before + 5
+        # The Arrow stream reads through ADBC, on the replica too (and is counted there).
+        assert arrow_prices(client, window) == [100.5]
+        assert selects(client) == before + 6
 
         scalar(replica, "SELECT pg_wal_replay_resume()::text")
         eventually(lambda: latest_prices(client) == [101.25], 60, "the replica catches up")
@@ -144,6 +158,7 @@ def test_reads_go_to_the_replica_writes_to_the_primary(
         assert client.post("/market-data", json={"ticks": [third]}).status_code == 200
         # The replica is down: the reads fall back to the primary, which has the new tick.
         assert latest_prices(client) == [102.75]
+        assert arrow_prices(client, window) == [100.5, 101.25, 102.75]
         assert len(client.get("/market-data/ohlcv", params={
             "instrument_id": aapl, "interval": "1m", "start": "2026-03-03T10:00:00Z",
             "end": "2026-03-03T10:01:00Z"}).json()) == 1  # fmt: skip

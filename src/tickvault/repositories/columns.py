@@ -144,9 +144,9 @@ def as_tick_batch(batch: Any) -> Any:
         values = batch.column(name)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             values = values.cast(pa.timestamp("us"))  # naive UTC text, as tick_batch reads it
-        if name in PRICE_COLUMNS:
+        if name in PRICE_COLUMNS and values.null_count < len(values):
             arrays.append(round4(values.cast(pa.float64())))
-        else:
+        else:  # a price column of NULLs alone has nothing to round
             arrays.append(values.cast(schema.field(name).type))
     return pa.record_batch(arrays, schema=schema)
 
