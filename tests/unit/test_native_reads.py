@@ -19,8 +19,11 @@ async def test_a_postgresql_url_is_handed_to_libpq_with_its_settings() -> None:
     try:
         native = NativeReads.of(engine)
         assert native is not None
-        assert native.uri == "postgresql://ana:s3cret@db.example:5433/ticks?sslmode=require"
+        assert native.uri == (
+            "postgresql://ana:s3cret@db.example:5433/ticks?connect_timeout=60&sslmode=require"
+        )
         assert "s3cret" not in native.where
+        assert "s3cret" not in repr(native)
     finally:
         await engine.dispose()
 
@@ -29,7 +32,8 @@ async def test_what_a_second_connection_cannot_read_falls_back_to_the_session() 
     """An in-memory SQLite database is one connection's own; an asyncpg-only URL setting
     means nothing to libpq."""
     for url in ("sqlite+aiosqlite://", "sqlite:///:memory:",
-                "postgresql://u@h/db?prepared_statement_cache_size=0"):  # fmt: skip
+                "postgresql://u@h/db?prepared_statement_cache_size=0",
+                "postgresql://u@h/db?ssl=true"):  # fmt: skip
         engine = create_engine(url)
         try:
             assert NativeReads.of(engine) is None, url

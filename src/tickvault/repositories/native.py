@@ -20,7 +20,7 @@ import importlib
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from time import perf_counter
@@ -64,6 +64,7 @@ LIBPQ_PARAMETERS = frozenset(
         "target_session_attrs",
     }
 )
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
@@ -73,7 +74,7 @@ class NativeReads:
     read is reported to the engine's monitors, as its own statements are."""
 
     engine: AsyncEngine
-    uri: str
+    uri: str = field(repr=False)  # it may hold a password
 
     @property
     def dialect(self) -> str:
@@ -86,8 +87,8 @@ class NativeReads:
 
     @classmethod
     def of(cls, engine: AsyncEngine) -> "NativeReads | None":
-        """The reads of the database at ``url``, or None when they cannot be made: its ADBC
-        driver is not installed, or the URL names what a second connection cannot reach (an
+        """The reads of ``engine``'s database, or None when they cannot be made: its ADBC
+        driver is not installed, or its URL names what a second connection cannot reach (an
         in-memory SQLite database) or says what libpq would not understand."""
         url, dialect = engine.url, engine.dialect.name
         if dialect not in DRIVERS or driver(dialect) is None:
@@ -168,10 +169,12 @@ def _sqlite_uri(url: URL) -> str | None:
 
 def _libpq_uri(url: URL) -> str | None:
     query = dict(url.query)
-    if "ssl" in query and "sslmode" not in query:
+    if query.get("ssl") in SSL_MODES and "sslmode" not in query:
         query["sslmode"] = query.pop("ssl")
     if not set(query) <= LIBPQ_PARAMETERS:
         return None
+    # libpq waits for a server that does not answer as long as TCP does; asyncpg, 60 s.
+    query.setdefault("connect_timeout", "60")
     plain = url.set(drivername="postgresql", query=query)
     return plain.render_as_string(hide_password=False)
 
