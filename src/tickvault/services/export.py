@@ -2,8 +2,8 @@
 
 The HTTP API streams ``encode(...)``'s chunks as they come; ``export_range`` writes a file
 (``tickvault export``). Both read ticks through ADBC where its driver is installed
-(``tick_batches``), else through the session. Either way memory holds a batch or two,
-however long the range::
+(``repositories.native``), else through the session. Either way memory holds a batch or
+two, however long the range::
 
     report = await export_range(sessions, 1, start, end, Path("aapl.parquet"))
 """
