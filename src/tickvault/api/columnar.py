@@ -66,13 +66,13 @@ async def stream_ticks(
                 batches = MarketDataRepository(session).range_batches(
                     instrument_id, start, end, **options
                 )
-                async with aclosing(encode(batches, schema, media_type)) as out:
+                async with aclosing(batches), aclosing(encode(batches, schema, media_type)) as out:
                     async for chunk in out:
                         yield chunk
                 return
         # After the session's transaction: ADBC reads on a connection of its own.
         batches = native.range_batches(instrument_id, start, end, **options)
-        async with aclosing(encode(batches, schema, media_type)) as out:
+        async with aclosing(batches), aclosing(encode(batches, schema, media_type)) as out:
             async for chunk in out:
                 yield chunk
 
