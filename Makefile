@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench bench-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: setup
 # TICKVAULT_BENCH_POSTGRES_URL names a server where the user may create databases.
 bench: setup
 	$(BIN)/tickvault bench --output bench-results
+
+# wrk, the HTTP load generator of `tickvault bench` and benchmarks/exactly_once.py (without it
+# their HTTP cases are skipped and say so): Debian's package, installed as root.
+bench-tools:
+	command -v wrk >/dev/null || apt-get install -y wrk
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
