@@ -1,6 +1,6 @@
 """A partitioned market_data against a plain one, side by side on PostgreSQL.
 
-Two throwaway databases filled alike: N ticks of 50 instruments spread evenly over 90 UTC
+Two throwaway databases filled alike: N ticks of 50 instruments (one alert rule each) over 90 UTC
 days ending today. One is converted with ``tickvault db partition --interval 1d`` (timed:
 rows copied a second). Then, the two taking turns:
 
@@ -59,6 +59,13 @@ async def fill(engine: AsyncEngine, rows: int) -> None:
             ),
             {"n": INSTRUMENTS},
         )
+        await connection.execute(  # one rule each, never firing: evaluated on every tick
+            text(
+                "INSERT INTO alert_rules (name, instrument_id, condition, threshold) "
+                "SELECT 'above ' || g, g, 'price_above', 1000000 FROM generate_series(1, :n) g"
+            ),
+            {"n": INSTRUMENTS},
+        )
         await connection.execute(
             text(
                 "INSERT INTO market_data (instrument_id, timestamp, price, volume) "
@@ -108,17 +115,6 @@ class Producers:
             self.stop.set()
             await asyncio.gather(*tasks)
             await self.service.aclose()
-
-
-async def add_rules(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(
-            text(
-                "INSERT INTO alert_rules (name, instrument_id, condition, threshold) "
-                "SELECT 'above ' || g, g, 'price_above', 1000000 FROM generate_series(1, :n) g"
-            ),
-            {"n": INSTRUMENTS},
-        )
 
 
 async def timed(work: Callable[[], Awaitable[Any]], runs: int) -> float:
@@ -205,7 +201,6 @@ async def run(
     try:
         for engine in (plain, parted):
             await fill(engine, rows)
-            await add_rules(engine)
         started = time.perf_counter()
         report = await partitioning.partition(parted, "1d", ahead=2)
         seconds = time.perf_counter() - started

@@ -1,8 +1,8 @@
 """Reads on a streaming replica: ``GET /market-data/ohlcv`` with the feed running, served
 from the primary alone and with ``TICKVAULT_READ_REPLICA_URL``, on PostgreSQL.
 
-A throwaway primary cluster and a standby made from it by ``pg_basebackup -R`` (the test
-suite's clusters: ``tests/e2e/test_read_replica.py``), both on this machine; ``--rows`` ticks
+A throwaway primary cluster and a standby made from it by ``pg_basebackup -R``
+(``streaming_pair`` of ``tests/e2e/test_read_replica.py``), both on this machine; ``--rows`` ticks
 of 50 instruments in the primary. Per turn, alternating, ``tickvault serve --simulate`` on the
 primary without and with the replica's URL, and ``wrk -t2 -c16`` asking for one instrument's
 1-minute bars over two hours for ``--seconds``: requests/s, p50 and p99, and the ticks the
@@ -26,8 +26,8 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.test_outage import PG_BIN, Cluster
-from tests.e2e.test_read_replica import _stop_now
+from tests.e2e.test_outage import Cluster
+from tests.e2e.test_read_replica import streaming_pair
 
 from tickvault.bench.data import prepare
 from tickvault.bench.live import _wrk
@@ -89,55 +89,44 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1000.0, help="the feed's ticks a second")
     args = parser.parse_args()
-    folders = [Path(tempfile.mkdtemp(prefix="tickvault-cluster-")) for _ in range(2)]
-    primary, standby = Cluster(folders[0]), Cluster(folders[1])
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(SCRIPT)
     try:
-        primary.init()
-        primary.start()
-        url = asyncio.run(create_database(primary.url, "bench"))
-        prepare(url, "head", args.rows)
-        if os.geteuid() == 0:
-            shutil.chown(standby.folder, "postgres")
-        standby._run(str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
-                     "-U", "postgres", "-D", str(standby.data), "-R", "-X", "stream",
-                     "--checkpoint=fast")  # fmt: skip
-        standby.start()
-        replica = url.replace(f":{primary.port}/", f":{standby.port}/")
-        plain_dsn = f"postgresql://postgres@127.0.0.1:{primary.port}/bench"
-        replica_dsn = f"postgresql://postgres@127.0.0.1:{standby.port}/bench"
-        while not replayed(plain_dsn, replica_dsn):
-            time.sleep(0.5)
-        results: dict[str, list[dict]] = {"primary alone": [], "primary + replica": []}
-        for n in range(args.turns):
-            order = [("primary alone", None), ("primary + replica", replica)]
-            for name, replica_url in order if n % 2 == 0 else order[::-1]:
-                figures = turn(url, replica_url, args.seconds, args.rate, script.name)
-                results[name].append(figures)
-                print(name, figures, flush=True)
-        print(
-            f"\n{args.rows:,} ticks; wrk -t2 -c16, {args.seconds:g} s a turn; feed {args.rate:g}/s"
-        )
-        print(f"{'':20} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8} {'feed ticks':>11}")
-        for name, runs in results.items():
-            rates = [r["requests_per_second"] for r in runs]
-            print(
-                f"{name:20} {statistics.median(rates):15,.0f} "
-                f"{statistics.median(r['p50_ms'] for r in runs):8.2f} "
-                f"{statistics.median(r['p99_ms'] for r in runs):8.2f} "
-                f"{statistics.median(r['feed_ticks'] for r in runs):11,.0f}"
-                f"   turns {', '.join(f'{x:,.0f}' for x in rates)}"
-            )
-        alone = statistics.median(r["requests_per_second"] for r in results["primary alone"])
-        both = statistics.median(r["requests_per_second"] for r in results["primary + replica"])
-        print(f"primary + replica / primary alone: {both / alone:.2f}x")
+        with streaming_pair() as (primary, standby):
+            run(primary, standby, args, script.name)
     finally:
         os.unlink(script.name)
-        for cluster in (standby, primary):
-            _stop_now(cluster)
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(primary: Cluster, standby: Cluster, args: argparse.Namespace, script: str) -> None:
+    url = asyncio.run(create_database(primary.url, "bench"))
+    prepare(url, "head", args.rows)
+    replica = url.replace(f":{primary.port}/", f":{standby.port}/")
+    plain_dsn = f"postgresql://postgres@127.0.0.1:{primary.port}/bench"
+    replica_dsn = f"postgresql://postgres@127.0.0.1:{standby.port}/bench"
+    while not replayed(plain_dsn, replica_dsn):
+        time.sleep(0.5)
+    results: dict[str, list[dict]] = {"primary alone": [], "primary + replica": []}
+    for n in range(args.turns):
+        order = [("primary alone", None), ("primary + replica", replica)]
+        for name, replica_url in order if n % 2 == 0 else order[::-1]:
+            figures = turn(url, replica_url, args.seconds, args.rate, script)
+            results[name].append(figures)
+            print(name, figures, flush=True)
+    print(f"\n{args.rows:,} ticks; wrk -t2 -c16, {args.seconds:g} s a turn; feed {args.rate:g}/s")
+    print(f"{'':20} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8} {'feed ticks':>11}")
+    for name, runs in results.items():
+        rates = [r["requests_per_second"] for r in runs]
+        print(
+            f"{name:20} {statistics.median(rates):15,.0f} "
+            f"{statistics.median(r['p50_ms'] for r in runs):8.2f} "
+            f"{statistics.median(r['p99_ms'] for r in runs):8.2f} "
+            f"{statistics.median(r['feed_ticks'] for r in runs):11,.0f}"
+            f"   turns {', '.join(f'{x:,.0f}' for x in rates)}"
+        )
+    alone = statistics.median(r["requests_per_second"] for r in results["primary alone"])
+    both = statistics.median(r["requests_per_second"] for r in results["primary + replica"])
+    print(f"primary + replica / primary alone: {both / alone:.2f}x")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,6 +39,14 @@ def primary_and_replica() -> Iterator[tuple[Cluster, Cluster]]:
         if os.environ.get("TICKVAULT_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"{PG_BIN / 'pg_basebackup'} is missing (TICKVAULT_REQUIRE_POSTGRES=1)")
         pytest.skip("PostgreSQL's server binaries are not installed")
+    with streaming_pair() as pair:
+        yield pair
+
+
+@contextmanager
+def streaming_pair() -> Iterator[tuple[Cluster, Cluster]]:
+    """A throwaway primary cluster and a standby streaming from it, stopped and removed
+    afterwards (also used by benchmarks/replica.py)."""
     folders = [Path(tempfile.mkdtemp(prefix="tickvault-cluster-")) for _ in range(2)]
     primary, replica = Cluster(folders[0]), Cluster(folders[1])
     try:

@@ -428,10 +428,8 @@ async def _pg_copy(
     arrays the one-statement write sends), then its logs and receipts. Without either, the
     COPY alone, its own transaction (no BEGIN and COMMIT: each round trip waits for the
     event loop's turn, which a busy stream makes long)."""
-    if log_columns is None and not receipt_columns:
-        await driver.copy_records_to_table("market_data", records=rows, columns=COPY_COLUMNS)
-        return
-    async with driver.transaction():
+    alone = log_columns is None and not receipt_columns
+    async with contextlib.nullcontext() if alone else driver.transaction():
         await driver.copy_records_to_table("market_data", records=rows, columns=COPY_COLUMNS)
         if log_columns is not None:
             await driver.execute(_PG_LOGS, *log_columns)
