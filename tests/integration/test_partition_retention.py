@@ -1,9 +1,11 @@
 """Retention by partition on PostgreSQL: `purge` detaches and drops every partition wholly
-past the cutoff with its exact row count, removes soft-deleted rows of the others (the
-default partition included) row by row, lists the same on a dry run, asks first, and
-finishes a purge stopped between its detach and its drop."""
+past the cutoff with its row count as the statistics have it (counted on a dry run),
+removes soft-deleted rows of the others (the default partition included) row by row, lists
+the same on a dry run, asks first, and finishes a purge stopped between its detach and its
+drop."""
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -114,7 +116,8 @@ async def test_purge_drops_expired_partitions_and_old_soft_deleted_rows(pg: Asyn
     assert await ids(pg) == before
 
     done = await purge_soft_deleted(sessions, older_than=older_than(), batch_size=100)
-    assert done.dropped == expected_dropped
+    # The partitions' statistics are the conversion's ANALYZE: each day's rows, read whole.
+    assert done.dropped == [replace(p, estimated=True) for p in expected_dropped]
     assert done.deleted["market_data"] == len(soft_old)
     assert await ids(pg) == before - in_expired - soft_old
     async with pg.begin() as connection:
@@ -129,6 +132,36 @@ async def test_purge_drops_expired_partitions_and_old_soft_deleted_rows(pg: Asyn
     assert len(await ids(pg, f"timestamp = '{LONG_AGO.isoformat()}'")) == 2
 
 
+async def test_a_purge_reports_the_statistics_and_counts_a_partition_never_analyzed(
+    pg: AsyncEngine,
+) -> None:
+    """The rows a purge reports are the statistics' (stale once rows went since the last
+    ANALYZE), counted for a partition never analyzed."""
+    earlier = START - timedelta(days=2)  # before every partition: no stray is that day
+    name = f"market_data_p{earlier:%Y%m%d}"
+    async with pg.begin() as connection:
+        await connection.execute(
+            text(
+                f"CREATE TABLE {name} PARTITION OF market_data FOR VALUES "
+                f"FROM ('{earlier.isoformat()}') TO ('{(earlier + timedelta(days=1)).isoformat()}')"
+            )
+        )
+        await connection.execute(
+            text("INSERT INTO market_data (instrument_id, timestamp, price) VALUES (1, :t, 1)"),
+            [{"t": earlier + timedelta(minutes=n)} for n in range(5)],
+        )
+        await connection.execute(text(f"DELETE FROM {day(0)} WHERE price < 100"))
+    cutoff = utcnow() - (START + timedelta(days=1))
+    done = await purge_soft_deleted(create_session_factory(pg), older_than=cutoff)
+    assert [(p.name, p.rows, p.estimated) for p in done.dropped] == [
+        (name, 5, False),
+        (day(0), PER_DAY, True),
+    ]
+    assert await ids(pg, f"timestamp < '{day_start(1).isoformat()}'") == await ids(
+        pg, f"timestamp = '{LONG_AGO.isoformat()}'"
+    )
+
+
 async def test_keep_partitions_and_a_purge_stopped_after_its_detach(pg: AsyncEngine) -> None:
     sessions = create_session_factory(pg)
     kept = await purge_soft_deleted(sessions, older_than=older_than(), drop_partitions=False)
@@ -139,7 +172,7 @@ async def test_keep_partitions_and_a_purge_stopped_after_its_detach(pg: AsyncEng
     async with pg.begin() as connection:
         layout = await parts.read_layout(connection)
         assert layout is not None
-        await parts.detach(connection, layout.partitions[0])
+        await parts.detach(connection, layout.partitions[:1])
     rows_left = PER_DAY - len([g for g in range(PER_DAY) if g % 9 == 0])
     listed = await purge_soft_deleted(sessions, older_than=timedelta(days=3650), dry_run=True)
     assert listed.dropped == [DroppedPartition(day(0), START, START + timedelta(days=1), rows_left)]

@@ -280,16 +280,19 @@ def purge(
         out = console()
         if report.dropped:
             rows = sum(p.rows for p in report.dropped)
+            about = "about " if any(p.estimated for p in report.dropped) else ""
             before = report.cutoff.isoformat(timespec="seconds")
             out.print(
                 f"market_data partitions wholly before {before}: "
-                f"{'would drop' if dry_run else 'dropped'} {len(report.dropped)} ({rows:,} rows)"
+                f"{'would drop' if dry_run else 'dropped'} {len(report.dropped)} "
+                f"({about}{rows:,} rows)"
             )
             for partition in report.dropped:
                 span = ""
                 if partition.lower is not None and partition.upper is not None:
                     span = f" [{partition.lower:%Y-%m-%d} .. {partition.upper:%Y-%m-%d})"
-                out.print(f"  {partition.name}{span}: {partition.rows:,} rows")
+                about = "about " if partition.estimated else ""
+                out.print(f"  {partition.name}{span}: {about}{partition.rows:,} rows")
         out.print(f"soft-deleted before {report.cutoff.isoformat(timespec='seconds')}:")
         for table, count in report.deleted.items():
             if table != "write_receipts":

@@ -14,9 +14,11 @@ delete more than N rows (counted first by a dry run) deletes nothing and raises
 
 On PostgreSQL with a partitioned market_data (``tickvault db partition``), the purge is also
 its retention: every partition whose whole time range is older than the cutoff is detached
-and dropped, ticks live or soft-deleted alike (``report.dropped``, each with its row count;
-a dry run lists them, and their rows count towards ``confirm_above``). Rows of the other
-partitions, the default one included, go row by row as above: only soft-deleted ones.
+and dropped, ticks live or soft-deleted alike, each step one statement for them all
+(``report.dropped``, each with its rows: counted on a dry run, where they count towards
+``confirm_above``; as the partition's statistics have them on a purge, ``estimated``).
+Rows of the other partitions, the default one included, go row by row as above: only
+soft-deleted ones.
 ``drop_partitions=False`` leaves every partition in place.
 
 The receipts of idempotent requests are kept ``idempotency_key_hours`` (a setting, 24 by
@@ -28,6 +30,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import DBAPIError
@@ -42,6 +45,7 @@ from tickvault.settings import get_settings
 
 PURGEABLE = (AlertLog, MarketData)
 LOCK_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,6 +63,7 @@ class DroppedPartition:
     lower: datetime | None
     upper: datetime | None
     rows: int
+    estimated: bool = False  # rows as the partition's statistics had them (not counted)
 
 
 async def purge_soft_deleted(
@@ -157,44 +162,75 @@ async def purge_soft_deleted(
 async def _drop_expired_partitions(
     session_factory: async_sessionmaker[AsyncSession], cutoff: datetime, dry_run: bool
 ) -> list[DroppedPartition]:
-    """Detach and drop the partitions wholly before ``cutoff`` (and any a stopped purge
-    detached without dropping); on a dry run, only count them."""
-    async with session_factory() as session:
-        connection = await session.connection()
-        layout = await parts.read_layout(connection)
-        if layout is None:
-            return []
-        leftovers, expired = await parts.detached(connection), parts.expired(layout, cutoff)
-    dropped = []
-    for partition in [*leftovers, *expired]:
-        if not dry_run and partition in expired:
-            # Detached first: from then on no write reaches it, so the count is exact.
-            await _with_lock_timeout(session_factory, parts.detach, partition)
+    """Detach the partitions wholly before ``cutoff`` in one statement, then drop them (and
+    any a stopped purge detached without dropping) in one; on a dry run, only count them."""
+    if dry_run:
         async with session_factory() as session:
-            rows = await parts.count_rows(await session.connection(), partition)
-        if not dry_run:
-            await _with_lock_timeout(session_factory, parts.drop, partition)
-        dropped.append(DroppedPartition(partition.name, partition.lower, partition.upper, rows))
+            connection = await session.connection()
+            leftovers, expired = await _due(connection, cutoff)
+            return [
+                DroppedPartition(p.name, p.lower, p.upper, await parts.count_rows(connection, p))
+                for p in [*leftovers, *expired]
+            ]
+
+    async def detach(connection: AsyncConnection) -> list[DroppedPartition]:
+        leftovers, expired = await _due(connection, cutoff)
+        # Nothing writes to a detached table: one left behind is counted. Expired partitions
+        # are not, which would read every row: their statistics say about how many go (one
+        # never analyzed is counted, before the lock is asked for).
+        dropped = [
+            DroppedPartition(p.name, p.lower, p.upper, await parts.count_rows(connection, p))
+            for p in leftovers
+        ]
+        estimates = await parts.estimated_rows(connection, expired) if expired else []
+        for p, estimate in zip(expired, estimates, strict=True):
+            if estimate < 0:
+                counted = await parts.count_rows(connection, p)
+                dropped.append(DroppedPartition(p.name, p.lower, p.upper, counted))
+            else:
+                dropped.append(DroppedPartition(p.name, p.lower, p.upper, estimate, True))
+        if expired:
+            await parts.detach(connection, expired)
+        return dropped
+
+    dropped = await _with_lock_timeout(session_factory, detach)
+    if dropped:
+        # Detached, they are no longer market_data's: dropping them takes no lock of it.
+        async with session_factory.begin() as session:
+            await parts.drop(
+                await session.connection(),
+                [parts.Partition(p.name, p.lower, p.upper) for p in dropped],
+            )
     return dropped
+
+
+async def _due(
+    connection: AsyncConnection, cutoff: datetime
+) -> tuple[list[parts.Partition], list[parts.Partition]]:
+    """Tables an earlier purge detached without dropping, and the partitions past ``cutoff``."""
+    layout = await parts.read_layout(connection)
+    if layout is None:
+        return [], []
+    return await parts.detached(connection), parts.expired(layout, cutoff)
 
 
 async def _with_lock_timeout(
     session_factory: async_sessionmaker[AsyncSession],
-    step: Callable[[AsyncConnection, parts.Partition], Awaitable[None]],
-    partition: parts.Partition,
-) -> None:
+    step: Callable[[AsyncConnection], Awaitable[T]],
+) -> T:
     """Run ``step`` in a transaction that waits at most the migration lock timeout for
     its lock (a queued ACCESS EXCLUSIVE would stall every reader and writer behind it),
     trying again a few times while the table stays busy."""
     timeout = int(get_settings().migration_lock_timeout_ms)
-    for attempt in range(1, LOCK_ATTEMPTS + 1):
+    attempt = 1
+    while True:
         try:
             async with session_factory.begin() as session:
                 connection = await session.connection()
                 await connection.execute(text(f"SET LOCAL lock_timeout = '{timeout}ms'"))
-                await step(connection, partition)
-            return
+                return await step(connection)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) != "55P03" or attempt == LOCK_ATTEMPTS:
                 raise
             await asyncio.sleep(0.2 * attempt)
+            attempt += 1
