@@ -103,7 +103,8 @@ def _key_header(request: Request) -> str | None:
 def _keyed(key: str | None, request: Request, body: bytes) -> IdempotencyKey | None:
     if key is None:
         return None
-    return IdempotencyKey.of(key, f"{request.method} {request.url.path}", body)
+    # The path as the server got it (request.url would build the whole URL first).
+    return IdempotencyKey.of(key, f"{request.method} {request.scope['path']}", body)
 
 
 def _answer(report: LiveReport, response: Response) -> IngestResult:
