@@ -227,7 +227,8 @@ async def _with_lock_timeout(
         try:
             async with session_factory.begin() as session:
                 connection = await session.connection()
-                await connection.execute(text(f"SET LOCAL lock_timeout = '{timeout}ms'"))
+                if connection.dialect.name == "postgresql":
+                    await connection.execute(text(f"SET LOCAL lock_timeout = '{timeout}ms'"))
                 return await step(connection)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) != "55P03" or attempt == LOCK_ATTEMPTS:
