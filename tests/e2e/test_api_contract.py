@@ -108,6 +108,18 @@ def test_numbers_are_json_numbers_and_integers_may_be_written_19_0(client: TestC
         assert [e["loc"] for e in refused.json()["detail"]] == [["body", field]]
 
 
+def test_an_id_in_a_query_string_is_digits(client: TestClient) -> None:
+    """The schema says integer: "50.0" is refused with the rest of what is not one."""
+    aapl = add_instrument(client, "AAPL")
+    assert client.get("/market-data/latest", params={"instrument_id": str(aapl)}).status_code == 200
+    for value in (f"{aapl}.0", f"{aapl}e0", f" {aapl}", "0x1", "1_0", "\u0661"):
+        for path in ("/market-data/latest", "/market-data/deleted", "/alert-rules"):
+            refused = client.get(path, params={"instrument_id": value})
+            assert refused.status_code == 422, (path, value, refused.text)
+            first = refused.json()["detail"][0]
+            assert first["loc"][:2] == ["query", "instrument_id"], (path, value)
+
+
 def _query_schema(client: TestClient, path: str, name: str) -> dict[str, Any]:
     (parameter,) = [p for p in _openapi(client)["paths"][path]["get"]["parameters"]
                     if p["name"] == name]  # fmt: skip

@@ -24,6 +24,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError
 
 from tickvault.models.alert_logs import DELIVERY_STATUSES
 from tickvault.models.alert_rule import CONDITIONS
@@ -51,9 +52,19 @@ Number = Annotated[float, PlainSerializer(_round_number, return_type=float)]
 OptionalNumber = Annotated[float | None, PlainSerializer(_round_number, return_type=float | None)]
 
 
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+
+
 def _json_integer(value: Any) -> Any:
-    # JSON Schema counts 19.0 as an integer (a string or a boolean still is not one).
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    # JSON Schema counts 19.0 as an integer (a string or a boolean still is not one). In
+    # a query string only digits are: pydantic would read "19.0" as 19 there too.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _DIGITS.fullmatch(value) is None:
+        raise PydanticCustomError(
+            "int_parsing", "Input should be a valid integer, unable to parse string as an integer"
+        )
+    return value
 
 
 InstrumentId = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(_json_integer)]
