@@ -93,6 +93,33 @@ def hostile_csv(path: Path) -> None:
             writer.writerow([text(row.get(name)) for name in HEADER])
 
 
+# At the edges of what Arrow's casts read: forms the row path takes alike, forms it refuses.
+EDGES = [
+    {"timestamp": "2024-05-06T13:30Z"},
+    {"timestamp": "2024-05-06T15+0200", "price": "+.5"},
+    {"timestamp": "2024-05-06T13:30:00.25-0000", "price": "1.e2", "volume": "007"},
+    {"timestamp": "2024-05-06T13:30:00"},
+    {"price": "nan(1)"},
+    {"price": "-Infinity"},
+    {"volume": "0x10"},
+    {"volume": "0" * 4_300 + "7"},
+    {"instrument_id": "0x1", "symbol": ""},
+]
+
+
+def edges_csv(path: Path) -> None:
+    """Each of EDGES in a batch of 7 rows (the test's batch size) whose 6 others are good,
+    so that the columnar checks alone decide whether the batch is taken whole."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for n, edge in enumerate(EDGES):
+            for i in range(7):
+                row = {"symbol": "AAPL", "timestamp": T0 + timedelta(seconds=7 * n + i),
+                       "price": 100 + i, "volume": i}  # fmt: skip
+                writer.writerow([text((row | edge if i == 6 else row).get(k)) for k in HEADER])
+
+
 def long_csv(path: Path) -> None:
     """30,000 good lines, one with too many fields, 10,000 more: Arrow reads the first
     part, the row reader takes over where Arrow stops."""
@@ -140,6 +167,7 @@ def hostile_parquet(path: Path) -> None:
 
 FILES = {
     "hostile.csv": hostile_csv,
+    "edges.csv": edges_csv,
     "long.csv": long_csv,
     "readers.csv": reader_csv,
     "lines.csv": lines_csv,
@@ -164,7 +192,7 @@ async def test_a_file_loads_as_columns_exactly_as_rows(
     assert await stored(engine) == rows_stored
     assert by_rows.accepted > 0
     assert by_rows.rejected > 0
-    if name in ("hostile.csv", "hostile.parquet"):
+    if name in ("hostile.csv", "edges.csv", "hostile.parquet"):
         assert not any(isinstance(batch, list) for batch in open_ticks(path))  # all Arrow
 
 

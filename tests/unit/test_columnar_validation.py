@@ -48,21 +48,47 @@ hostile_stamps = st.sampled_from(
         "2024-01-01", "20240101T000000Z", "2024-01-01T00:00Z", "0000-01-01T00:00:00Z",
     ]
 )  # fmt: skip
+
+
+def mutated(texts: st.SearchStrategy[str], alphabet: str) -> st.SearchStrategy[str]:
+    """Text from ``texts`` with up to three characters of ``alphabet`` put in, put in place
+    of one, or taken out: the edges of what Arrow's casts read."""
+
+    def edit(text: str, edits: list[tuple[int, int, str]]) -> str:
+        chars = list(text)
+        for kind, at, char in edits:
+            at %= len(chars) + 1
+            if kind == 0:
+                chars.insert(at, char)
+            elif at < len(chars):
+                chars[at : at + 1] = [char] if kind == 1 else []
+        return "".join(chars)
+
+    edits = st.tuples(st.integers(0, 2), st.integers(0, 40), st.sampled_from(alphabet))
+    return st.builds(edit, texts, st.lists(edits, max_size=3))
+
+
+mutated_stamps = mutated(stamps, "0123456789-:T .Z+tzW,")
 numbers = st.one_of(
+    mutated(st.floats(-1e9, 1e9).map(str), "0123456789.eE+-naifxX_ ,"),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.floats(min_value=-1e9, max_value=1e9).map(str),
     st.integers(-(10**9), 10**9).map(str),
     st.sampled_from(
         ["", "abc", "1e400", "-0", "1_000", " 1", "1.", ".5", "+1.5", "1e-400", "99999999.9999",
-         "99999999.99991", "-99999999.9999", "nan", "inf", "0x10", "1,5", "\u0661"]
+         "99999999.99991", "-99999999.9999", "nan", "inf", "0x10", "1,5", "\u0661", "nan(1)",
+         "Infinity", "1.e5", "+.5", "1e0001"]
     ),
 )  # fmt: skip
 volumes = st.one_of(
     st.integers(-5, 2**64).map(str),
     st.sampled_from(["", "1.5", "5.0", "+5", " 5", "9223372036854775807", "007", "\u0663", "-0"]),
+    st.sampled_from(["0x10", "0X1f", "0" * 4_300 + "1", "000000000000000000007"]),
+    mutated(st.integers(0, 10**12).map(str), "0123456789xX+-_ ."),
 )
 ids = st.one_of(
     st.sampled_from(["1", "2", "3", "01", "", "0", "999", "2147483648", " 1", "+1", "1.0", "x"]),
+    st.sampled_from(["0x1", "0X2", "0" * 4_300 + "1"]),
     st.integers(-3, 2**40).map(str),
 )
 symbols = st.sampled_from(["AAPL", "MSFT", "DEAD", "", "aapl", "ZZZ", " AAPL", "AAPL\x00"])
@@ -86,7 +112,9 @@ def text_row(prefer_valid: bool) -> st.SearchStrategy[dict[str, str]]:
         instrument,
         st.fixed_dictionaries(
             {
-                "timestamp": field(stamps, st.one_of(hostile_stamps, st.text(max_size=30))),
+                "timestamp": field(
+                    stamps, st.one_of(hostile_stamps, mutated_stamps, st.text(max_size=30))
+                ),
                 **{
                     name: field(st.floats(-1e6, 1e6).map(str), numbers)
                     for name in ("price", "bid", "ask", "open_price")
@@ -232,6 +260,80 @@ def test_typed_batches_as_parquet_or_a_frame_gives_them(
 )
 def test_typical_batches_are_taken_whole(columns: dict[str, Any]) -> None:
     assert check(pa.RecordBatch.from_pydict(columns))
+
+
+GOOD = {"instrument_id": "1", "timestamp": "2024-05-06T13:30:00Z", "price": "1", "volume": "5"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        # Forms Arrow's casts read as the row path does: taken whole.
+        ("timestamp", "2024-05-06T13Z"),
+        ("timestamp", "2024-05-06T13:30Z"),
+        ("timestamp", "2024-05-06 13:30:00.5+02"),
+        ("timestamp", "2024-05-06T13:30:00.123456+0530"),
+        ("timestamp", "2024-05-06T13:30:00-0000"),
+        ("timestamp", "2024-05-06T13:30:00-23:59"),
+        ("timestamp", "0002-01-01T00:00:00Z"),
+        ("timestamp", "9998-12-31T23:59:59.999999Z"),
+        ("price", "1."),
+        ("price", "+.5"),
+        ("price", "-0"),
+        ("price", "1.e5"),
+        ("price", "1e0001"),
+        ("price", "1e-400"),
+        ("price", "-99999999.9999"),
+        ("volume", "007"),
+        ("volume", "9223372036854775"),
+        ("instrument_id", "000000000000000002"),
+    ],
+)
+def test_forms_arrows_casts_read_as_the_row_path_does_are_taken_whole(
+    field: str, value: str
+) -> None:
+    row = {**GOOD, field: value}
+    assert check(text_batch([row, row]))
+    assert check(text_batch([GOOD, row]))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        # Forms a cast reads, or might, that the row path refuses or reads otherwise, and
+        # forms the row path takes that Arrow does not read: the row way.
+        ("timestamp", "0001-01-01T00:00:00Z"),  # the row path checks the calendar's ends
+        ("timestamp", "9999-01-01T00:00:00Z"),
+        ("timestamp", "2024-05-06T13:30:00"),
+        ("timestamp", "2024-05-06"),
+        ("timestamp", "2024-05-06t13:30:00Z"),
+        ("timestamp", "20240506T133000Z"),
+        ("timestamp", " 2024-05-06T13:30:00Z"),
+        ("timestamp", "2024-05-06T13:30:00.1234567Z"),
+        ("timestamp", "2024-05-06T13:30:00+24:00"),
+        ("timestamp", "2024-05-06T13:30:00+01:60"),
+        ("timestamp", "2024-05-06T13:30:00+01:00:30"),
+        ("price", "nan"),
+        ("price", "nan(1)"),
+        ("price", "-Infinity"),
+        ("price", "1e400"),
+        ("price", "99999999.99991"),
+        ("price", " 1"),
+        ("price", "1_0"),
+        ("price", "0x10"),
+        ("volume", "0x10"),
+        ("volume", "+5"),
+        ("volume", "-0"),
+        ("volume", "0" * 4_300 + "1"),  # int() refuses more than 4,300 digits
+        ("volume", "0000000000000000007"),  # 19 digits
+        ("instrument_id", "0x1"),
+        ("instrument_id", "0" * 4_300 + "1"),
+    ],
+)
+def test_forms_at_the_edges_of_arrows_casts_go_the_row_way(field: str, value: str) -> None:
+    row = {**GOOD, field: value}
+    assert not check(text_batch([row, row]))
+    assert not check(text_batch([GOOD, row]))
 
 
 def test_a_batch_with_one_refused_row_goes_the_row_way() -> None:

@@ -5,13 +5,14 @@ every row passes, or ``None`` when any row might not: the caller then takes that
 through the row validator (``tickvault.services.validation``), which says which rows and
 why. So a refused row gets exactly the reason and position the row path gives it, and the
 checks here only need to be strict, never complete: a value they do not recognise as
-certainly valid (a string in a form Python's parsers take but these patterns do not, a
-type they do not handle) sends the batch the row way.
+certainly valid (a string in a form Python's parsers take but Arrow's casts do not, a type
+they do not handle) sends the batch the row way.
 
 Needs pyarrow; imported only for columnar input.
 """
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,15 +20,26 @@ import pyarrow.compute as pc
 from tickvault.database.columns import TickColumns
 from tickvault.services.validation import MAX_VOLUME, PRICE_FIELDS, PRICE_LIMIT
 
-# What datetime.fromisoformat takes and the zone check accepts, narrowed to the forms files
-# use; anything else goes the row way. The cast below refuses days a month lacks.
-ISO_TIMESTAMP = (
-    r"^\d{4}-\d\d-\d\d[T ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?"
-    r"(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
-)
-DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?$"
-WHOLE = r"^\d{1,18}$"  # up to 18 digits: within int64, and int() reads it alike
+# Text is read by Arrow's own casts, no pattern matched first: each cast takes a subset of
+# what the row path takes and reads it to the same value, so a batch the casts read whole
+# needs only the checks below. The subsets, as tested against the row validator:
+# - text to timestamp (ISO 8601): YYYY-MM-DD, T or a space, hh[:mm[:ss[.f{1,6}]]], and a
+#   zone Z, ±hh, ±hhmm or ±hh:mm, required for a zoned type. datetime.fromisoformat takes
+#   all of it, and the row path's zone check these zones. Arrow refuses a missing zone,
+#   days a month lacks, hour 24, second 60, offsets of 24 h or more, more than 6 digits of
+#   fraction, spaces around (the row path strips them: those go the row way).
+# - text to float64: plain decimals, to the nearest double as float() reads them, and
+#   nan, inf, "nan(…)": all three fail the range check, so the row path decides.
+# - text to int64: digits with a sign, and 0x hexadecimal, which int() refuses: digits
+#   alone are let through (ascii_is_decimal), at most 18 of them (int() refuses more than
+#   4,300, even as leading zeros; 18 digits are within int64).
 UTC_US = pa.timestamp("us", tz="UTC")
+WHOLE_DIGITS = 18
+# Years 2 to 9998 in UTC (the row path checks the ends of the calendar itself), as the
+# int64 microseconds since 1970 of timestamp[us]: two comparisons of the batch's min and max.
+_EPOCH, _US = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
+FIRST_US = (datetime(2, 1, 1, tzinfo=UTC) - _EPOCH) // _US
+END_US = (datetime(9999, 1, 1, tzinfo=UTC) - _EPOCH) // _US
 
 
 class _Unsure(Exception):
@@ -104,17 +116,15 @@ def _timestamp(array: pa.Array | None) -> pa.Array:
     if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         array, kind = array.cast(pa.string()), pa.string()
     if pa.types.is_string(kind):
-        if not _all(pc.match_substring_regex(array, ISO_TIMESTAMP)):
-            raise _Unsure
-        stamps = array.cast(UTC_US)
+        stamps = array.cast(UTC_US)  # ArrowInvalid for text it does not read: the row way
     elif pa.types.is_timestamp(kind) and kind.tz is not None:
         # Nanoseconds only when whole microseconds: the row path would keep the rest.
         stamps = array.cast(pa.timestamp("us", tz=kind.tz)).cast(UTC_US)
     else:
         raise _Unsure  # no zone, or not a date and time
-    years = pc.year(stamps)
-    if not _all(pc.and_(pc.greater(years, 1), pc.less(years, 9999))):
-        raise _Unsure  # the row path checks the ends of the calendar itself
+    ends = pc.min_max(stamps.cast(pa.int64())).as_py()  # None for an empty batch
+    if len(stamps) and not FIRST_US <= ends["min"] <= ends["max"] < END_US:
+        raise _Unsure  # year 1 or 9999 in UTC: the row path decides
     return stamps
 
 
@@ -123,10 +133,7 @@ def _price(array: pa.Array | None, n: int) -> pa.Array:
         return pa.nulls(n, pa.float64())
     array = _given(array)
     kind = array.type
-    if pa.types.is_string(kind):
-        if not _all(pc.match_substring_regex(array, DECIMAL)):
-            raise _Unsure
-    elif not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+    if not (pa.types.is_string(kind) or pa.types.is_floating(kind) or pa.types.is_integer(kind)):
         raise _Unsure  # bool, decimal, …: the row path's own words
     prices = array.cast(pa.float64())
     if not _all(pc.less_equal(pc.abs(prices), PRICE_LIMIT)):
@@ -149,7 +156,7 @@ def _whole(array: pa.Array, *, allow_float: bool) -> pa.Array:
     if pa.types.is_null(kind):
         return pa.nulls(len(array), pa.int64())
     if pa.types.is_string(kind):
-        if not _all(pc.match_substring_regex(array, WHOLE)):
+        if not _all(pc.ascii_is_decimal(array)) or _longest(array) > WHOLE_DIGITS:
             raise _Unsure
         return array.cast(pa.int64())
     if pa.types.is_integer(kind):
@@ -161,6 +168,10 @@ def _whole(array: pa.Array, *, allow_float: bool) -> pa.Array:
             raise _Unsure
         return numbers.cast(pa.int64())
     raise _Unsure
+
+
+def _longest(array: pa.Array) -> int:
+    return int(pc.max(pc.binary_length(array)).as_py() or 0)
 
 
 def _all(mask: pa.Array) -> bool:
