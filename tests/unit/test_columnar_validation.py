@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tickvault.database import columns
 from tickvault.database.bulk import sqlite_timestamp
 from tickvault.database.columns import TickColumns
 from tickvault.services.columnar import ColumnChecker
@@ -384,3 +385,36 @@ def test_sqlite_parameters_from_columns_are_those_of_records(moments: list[Any])
         (1, sqlite_timestamp(stamp), *[price] * 6, volume)
         for stamp, price, volume in zip(stamps, prices, volumes, strict=True)
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.booleans(), min_size=7, max_size=7),
+    st.lists(
+        st.tuples(
+            st.integers(1, 2**31 - 1),
+            st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+            st.floats(allow_nan=False),
+            st.integers(-(2**63), 2**63 - 1),
+        ),
+        max_size=20,
+    ),
+)
+def test_copy_rows_of_whole_columns_are_the_masked_rows(
+    present: list[bool], rows: list[tuple[Any, ...]]
+) -> None:
+    """COPY's rows built in one layout (each column all values or all nulls) are those built
+    with every field and then the null values' bytes dropped."""
+    import numpy as np
+
+    n = len(rows)
+    stamps = [(r[1] - datetime(2000, 1, 1)) // timedelta(microseconds=1) for r in rows]
+    arrays = [pa.array([r[0] for r in rows], pa.int64()), pa.array(stamps, pa.int64())]
+    for keep in present[:6]:
+        arrays.append(
+            pa.array([r[2] for r in rows], pa.float64()) if keep else pa.nulls(n, pa.float64())
+        )
+    arrays.append(
+        pa.array([r[3] for r in rows], pa.int64()) if present[6] else pa.nulls(n, pa.int64())
+    )
+    assert columns._fixed_rows(np, arrays) == columns._masked_rows(np, arrays)

@@ -68,26 +68,62 @@ class TickColumns:
             return None
         import pyarrow as pa
 
+        arrays = [
+            pa.compute.subtract(array.cast(pa.int64()), POSTGRES_EPOCH_US)
+            if pa.types.is_timestamp(array.type)
+            else array
+            for array in self.arrays
+        ]
         n = len(self)
-        slots = [4 + np.dtype(kind).itemsize for kind in COPY_TYPES]
-        width = 2 + sum(slots)
-        data = np.zeros((n, width), np.uint8)  # each row's fields, every one present
-        keep = np.ones((n, width), bool)  # and which bytes of them a row keeps
-        data[:, :2] = np.frombuffer(struct.pack(">h", len(COPY_TYPES)), np.uint8)
-        offset = 2
-        for array, kind, slot in zip(self.arrays, COPY_TYPES, slots, strict=True):
-            size = slot - 4
-            if pa.types.is_timestamp(array.type):
-                array = pa.compute.subtract(array.cast(pa.int64()), POSTGRES_EPOCH_US)
-            valid = array.is_valid().to_numpy(zero_copy_only=False)
-            values = array.fill_null(pa.scalar(0, array.type)).to_numpy().astype(kind)
-            lengths = np.where(valid, size, -1).astype(">i4")
-            data[:, offset : offset + 4] = lengths.view(np.uint8).reshape(n, 4)
-            data[:, offset + 4 : offset + slot] = values.view(np.uint8).reshape(n, size)
-            keep[:, offset + 4 : offset + slot] = valid[:, None]  # a null is its length alone
-            offset += slot
-        copy = self._made["copy"] = COPY_HEADER + data[keep].tobytes() + COPY_TRAILER
+        if all(array.null_count in (0, n) for array in arrays):
+            rows = _fixed_rows(np, arrays)
+        else:
+            rows = _masked_rows(np, arrays)
+        copy = self._made["copy"] = COPY_HEADER + rows + COPY_TRAILER
         return copy
+
+
+def _fixed_rows(np: Any, arrays: list[Any]) -> bytes:
+    """COPY's rows when each column is all values or all nulls (a file's columns are there
+    or not): every row has the same layout, a numpy record of big-endian fields."""
+    fields = [("count", ">i2")]
+    for i, (array, kind) in enumerate(zip(arrays, COPY_TYPES, strict=True)):
+        fields.append((f"length{i}", ">i4"))
+        if not array.null_count:
+            fields.append((f"value{i}", kind))
+    rows = np.empty(len(arrays[0]), np.dtype(fields))  # packed: no padding between fields
+    rows["count"] = len(COPY_TYPES)
+    for i, (array, kind) in enumerate(zip(arrays, COPY_TYPES, strict=True)):
+        if array.null_count:
+            rows[f"length{i}"] = -1  # a null is its length alone
+        else:
+            rows[f"length{i}"] = np.dtype(kind).itemsize
+            rows[f"value{i}"] = array.to_numpy()
+    return bytes(rows.tobytes())
+
+
+def _masked_rows(np: Any, arrays: list[Any]) -> bytes:
+    """COPY's rows when some column has values and nulls: each row built with every field
+    present, then the bytes of its null values dropped."""
+    import pyarrow as pa
+
+    n = len(arrays[0])
+    slots = [4 + np.dtype(kind).itemsize for kind in COPY_TYPES]
+    width = 2 + sum(slots)
+    data = np.zeros((n, width), np.uint8)  # each row's fields, every one present
+    keep = np.ones((n, width), bool)  # and which bytes of them a row keeps
+    data[:, :2] = np.frombuffer(struct.pack(">h", len(COPY_TYPES)), np.uint8)
+    offset = 2
+    for array, kind, slot in zip(arrays, COPY_TYPES, slots, strict=True):
+        size = slot - 4
+        valid = array.is_valid().to_numpy(zero_copy_only=False)
+        values = array.fill_null(pa.scalar(0, array.type)).to_numpy().astype(kind)
+        lengths = np.where(valid, size, -1).astype(">i4")
+        data[:, offset : offset + 4] = lengths.view(np.uint8).reshape(n, 4)
+        data[:, offset + 4 : offset + slot] = values.view(np.uint8).reshape(n, size)
+        keep[:, offset + 4 : offset + slot] = valid[:, None]  # a null is its length alone
+        offset += slot
+    return bytes(data[keep].tobytes())
 
 
 def _values(array: Any) -> list[Any]:
