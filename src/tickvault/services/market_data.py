@@ -553,6 +553,13 @@ class MarketDataService:
             if progress is not None:
                 # Rows refused after the last batch are consumed too.
                 await progress.finish(self.engine, max(position + 1, progress.consumed))
+        except Exception:
+            # The input (or a write) failed: the batches under way finish and are counted,
+            # so the report says every row they committed.
+            for task in pending:
+                with contextlib.suppress(Exception):
+                    await task
+            raise
         finally:
             for task in pending:
                 task.cancel()
