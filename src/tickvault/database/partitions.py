@@ -286,9 +286,8 @@ async def detached(connection: AsyncConnection) -> list[Partition]:
     return found
 
 
-async def drop(connection: AsyncConnection, tables: list[Partition]) -> None:
+async def drop(connection: AsyncConnection, names: list[str]) -> None:
     """Drop detached partitions in one statement (their files go at COMMIT: on a disk
     where each goes with an fsync, most of a purge's time); one a concurrent purge dropped
     already is passed over."""
-    names = ", ".join(p.name for p in tables)
-    await connection.execute(text(f"DROP TABLE IF EXISTS {names}"))
+    await connection.execute(text(f"DROP TABLE IF EXISTS {', '.join(names)}"))

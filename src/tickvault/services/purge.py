@@ -168,25 +168,18 @@ async def _drop_expired_partitions(
         async with session_factory() as session:
             connection = await session.connection()
             leftovers, expired = await _due(connection, cutoff)
-            return [
-                DroppedPartition(p.name, p.lower, p.upper, await parts.count_rows(connection, p))
-                for p in [*leftovers, *expired]
-            ]
+            return [await _counted(connection, p) for p in [*leftovers, *expired]]
 
     async def detach(connection: AsyncConnection) -> list[DroppedPartition]:
         leftovers, expired = await _due(connection, cutoff)
         # Nothing writes to a detached table: one left behind is counted. Expired partitions
         # are not, which would read every row: their statistics say about how many go (one
         # never analyzed is counted, before the lock is asked for).
-        dropped = [
-            DroppedPartition(p.name, p.lower, p.upper, await parts.count_rows(connection, p))
-            for p in leftovers
-        ]
+        dropped = [await _counted(connection, p) for p in leftovers]
         estimates = await parts.estimated_rows(connection, expired) if expired else []
         for p, estimate in zip(expired, estimates, strict=True):
             if estimate < 0:
-                counted = await parts.count_rows(connection, p)
-                dropped.append(DroppedPartition(p.name, p.lower, p.upper, counted))
+                dropped.append(await _counted(connection, p))
             else:
                 dropped.append(DroppedPartition(p.name, p.lower, p.upper, estimate, True))
         if expired:
@@ -197,11 +190,13 @@ async def _drop_expired_partitions(
     if dropped:
         # Detached, they are no longer market_data's: dropping them takes no lock of it.
         async with session_factory.begin() as session:
-            await parts.drop(
-                await session.connection(),
-                [parts.Partition(p.name, p.lower, p.upper) for p in dropped],
-            )
+            await parts.drop(await session.connection(), [p.name for p in dropped])
     return dropped
+
+
+async def _counted(connection: AsyncConnection, partition: parts.Partition) -> DroppedPartition:
+    rows = await parts.count_rows(connection, partition)
+    return DroppedPartition(partition.name, partition.lower, partition.upper, rows)
 
 
 async def _due(
