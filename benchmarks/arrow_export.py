@@ -6,9 +6,9 @@ turn; medians of the turns:
 
 - raw driver: sqlite3 / asyncpg reading the rows in pages of 65,536, converting nothing
   (the floor: what the database and driver cost alone);
-- Parquet file: ``export_range``, what ``tickvault export`` runs (the range read through
-  ADBC as Arrow record batches where its drivers are installed, else through SQLAlchemy in
-  keyset pages; prices rounded to 4 decimals, written as a Parquet file);
+- Parquet file: ``export_range``, what ``tickvault export`` runs (the range read on a
+  connection of its own, ``NativeReads``: ADBC on PostgreSQL, ``sqlite3`` keyset pages on
+  SQLite; prices rounded to 4 decimals, written as a Parquet file);
 - Arrow over HTTP: ``GET /market-data/range`` with ``Accept:
   application/vnd.apache.arrow.stream`` from ``tickvault serve`` in a process of its own,
   read and decoded batch by batch by a client here;

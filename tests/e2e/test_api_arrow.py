@@ -155,19 +155,24 @@ def test_each_page_is_sent_before_the_next_is_read(
     assert seen == [1, 1, 2, 3, 4]
 
 
-def test_through_adbc_at_most_one_batch_is_read_ahead(
+def test_on_a_connection_of_its_own_at_most_one_batch_is_read_ahead(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Streamed, not buffered, through ADBC: the next batch is read while one is sent, never
-    more, so memory holds two batches however long the range."""
+    """Streamed, not buffered, through ``NativeReads`` (ADBC on PostgreSQL, sqlite3 on
+    SQLite): the next batch is read while one is sent, never more, so memory holds two
+    batches however long the range."""
     _load(client)
-    convert = columns.as_tick_batch  # each batch read from the driver, in the worker thread
+    # Each batch read from the driver is made into a tick batch by one of these, in the
+    # worker thread.
+    for name in ("as_tick_batch", "tick_batch"):
+        convert = getattr(columns, name)
 
-    def counted(batch: Any) -> Any:
-        READ.append(batch.num_rows)
-        return convert(batch)
+        def counted(batch: Any, *args: Any, convert: Any = convert, **kwargs: Any) -> Any:
+            made = convert(batch, *args, **kwargs)
+            READ.append(made.num_rows)
+            return made
 
-    monkeypatch.setattr(columns, "as_tick_batch", counted)
+        monkeypatch.setattr(columns, name, counted)
     seen = _chunks_as_read(client)
     assert READ == [2, 2, 2]
     # When the answer starts and at each chunk: at most one batch more read than sent.

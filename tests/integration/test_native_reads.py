@@ -3,6 +3,9 @@ use), on both engines: the same rows as the JSON range, value for value and in o
 soft-deleted ticks only when asked, whatever the batch size, the time zone of the bounds,
 or a column that holds NULLs alone in one batch and numbers in the next."""
 
+import asyncio
+import subprocess
+import sys
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -152,3 +155,63 @@ async def test_the_monitor_counts_what_adbc_reads(
     assert rows == 9
     # SQLite: a statement a keyset page (4, 4, 1); PostgreSQL: one COPY.
     assert selects["count"] == (3 if engine.dialect.name == "sqlite" else 1)
+
+
+OTHER_PROCESS_WRITE = """
+import asyncio, sqlite3, sys
+import asyncpg
+url, sql = sys.argv[1], sys.argv[2]
+try:
+    if url.startswith("postgresql"):
+        async def write():
+            connection = await asyncpg.connect(url)
+            await connection.execute(sql)
+            await connection.close()
+        asyncio.run(write())
+    else:
+        with sqlite3.connect(url, timeout=0.2) as connection:
+            connection.execute(sql)
+    print("stored")
+except (sqlite3.OperationalError, asyncpg.PostgresError) as exc:
+    print("refused:", exc)
+"""
+
+
+async def test_a_read_during_a_write_transaction_loses_no_other_process_write(
+    engine: AsyncEngine, session_factory: Sessions
+) -> None:
+    """The read's connection leaves the locks of this process's own open transaction alone:
+    a write another process makes meanwhile either waits (SQLite: one writer) or is kept.
+    (A second copy of SQLite in the process, as adbc-driver-sqlite links, released them when
+    its connection closed: the other process wrote, and this transaction's commit lost it.)"""
+    await _load(session_factory)
+    native = await _native(session_factory)
+    url = engine.url
+    target = (
+        str(url.database)
+        if url.get_backend_name() == "sqlite"
+        else url.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    insert = (
+        "INSERT INTO market_data (instrument_id, timestamp, price) "
+        "VALUES (2, '2030-01-0{day} 00:00:00.000000', 1.5)"
+    )
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(insert.format(day=1))  # this process's write lock
+        assert len(_rows(await _batches(native, 1, START, END))) > 0
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", OTHER_PROCESS_WRITE, target, insert.format(day=2)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        other = done.stdout.strip()
+    assert other == "stored" or other.startswith("refused: database is locked"), other
+    async with engine.connect() as connection:
+        stored = (
+            await connection.exec_driver_sql(
+                "SELECT count(*) FROM market_data WHERE instrument_id = 2 AND price = 1.5"
+            )
+        ).scalar_one()
+    assert stored == (2 if other == "stored" else 1), other

@@ -131,19 +131,13 @@ def tick_batch(rows: Sequence[Sequence[Any]], *, timestamps_as_text: bool) -> An
 
 
 def as_tick_batch(batch: Any) -> Any:
-    """A record batch of ``TICK_COLUMNS`` as a driver typed them, as one of ``tick_schema()``.
-
-    From ADBC: SQLite's stored text for timestamps, int64 for a column of NULLs alone (its
-    driver infers types from the values), int64 ids; PostgreSQL's own types. Prices are
-    rounded as ``round4`` rounds them, the timestamps parsed as ``tick_batch`` parses them.
-    """
+    """A record batch of ``TICK_COLUMNS`` as PostgreSQL's ADBC driver typed them, as one of
+    ``tick_schema()``: prices rounded as ``round4`` rounds them."""
     pa = arrow()
     schema = tick_schema()
     arrays = []
     for name in TICK_COLUMNS:
         values = batch.column(name)
-        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-            values = values.cast(pa.timestamp("us"))  # naive UTC text, as tick_batch reads it
         if name in PRICE_COLUMNS and values.null_count < len(values):
             arrays.append(round4(values.cast(pa.float64())))
         else:  # a price column of NULLs alone has nothing to round

@@ -1,13 +1,17 @@
-"""A range of ticks read straight into Arrow through ADBC: no Python object per value.
+"""A range of ticks read into Arrow on a connection of its own, outside SQLAlchemy.
 
 PostgreSQL: ``adbc-driver-postgresql`` runs the range as one ``COPY (SELECT …) TO STDOUT
-(FORMAT binary)`` and decodes it into Arrow columns in C. SQLite: ``adbc-driver-sqlite``
-steps the statement in C, a keyset page a statement (its driver infers each column's type
-from the rows of its first batch, so a price column of NULLs alone in one page and of
-numbers in the next would break one long statement). The same query, rows, order and
-values as ``MarketDataRepository.range_batches``; each read opens a connection of its own
-(outside the caller's transaction), on the engine the caller's session runs on, so reads
-routed to the read replica stay there::
+(FORMAT binary)`` and decodes it into Arrow columns in C: no Python object per value.
+SQLite: the standard library's ``sqlite3``, a keyset page a statement, the page's rows
+turned into columns by Arrow. Not ``adbc-driver-sqlite``: it links a copy of SQLite of its
+own, and two copies of SQLite in one process break each other's file locks (closing its
+connection released every POSIX lock the process held on the file, aiosqlite's write lock
+among them: another process then wrote during that transaction, and its row was lost;
+sqlite.org, "How To Corrupt An SQLite Database File", 2.2.1). ``sqlite3`` is the library
+aiosqlite runs on. The same query, rows, order and values as
+``MarketDataRepository.range_batches``; each read opens a connection of its own (outside
+the caller's transaction), on the engine the caller's session runs on, so reads routed to
+the read replica stay there::
 
     native = await NativeReads.of_session(session)   # None: no ADBC driver for this database
     if native is not None:
@@ -43,7 +47,8 @@ from tickvault.repositories.market_data import (
     range_select,
 )
 
-DRIVERS = {"sqlite": "adbc_driver_sqlite.dbapi", "postgresql": "adbc_driver_postgresql.dbapi"}
+# SQLite's: the standard library's, never a second copy of SQLite (see above).
+DRIVERS = {"sqlite": "sqlite3", "postgresql": "adbc_driver_postgresql.dbapi"}
 # PostgreSQL's driver cuts COPY's rows into batches by bytes: about this many a tick (11
 # columns and their lengths in the binary COPY format), so a batch holds about batch_rows.
 COPY_BYTES_PER_ROW = 100
@@ -70,8 +75,8 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 @dataclass(frozen=True)
 class NativeReads:
-    """ADBC reads of the database of ``engine``: ``uri`` as its driver takes it. What they
-    read is reported to the engine's monitors, as its own statements are."""
+    """Reads of the database of ``engine`` outside SQLAlchemy: ``uri`` as its driver takes
+    it. What they read is reported to the engine's monitors, as its own statements are."""
 
     engine: AsyncEngine
     uri: str = field(repr=False)  # it may hold a password
@@ -87,9 +92,10 @@ class NativeReads:
 
     @classmethod
     def of(cls, engine: AsyncEngine) -> "NativeReads | None":
-        """The reads of ``engine``'s database, or None when they cannot be made: its ADBC
-        driver is not installed, or its URL names what a second connection cannot reach (an
-        in-memory SQLite database) or says what libpq would not understand."""
+        """The reads of ``engine``'s database, or None when they cannot be made: its driver
+        is not installed (PostgreSQL's ADBC driver), or its URL names what a second
+        connection cannot reach (an in-memory SQLite database) or says what libpq would not
+        understand."""
         url, dialect = engine.url, engine.dialect.name
         if dialect not in DRIVERS or driver(dialect) is None:
             return None
@@ -112,9 +118,9 @@ class NativeReads:
         include_deleted: bool = False,
         batch_rows: int = BATCH_ROWS,
     ) -> AsyncGenerator[Any, None]:
-        """``MarketDataRepository.range_batches``' record batches, read through ADBC in a
-        worker thread, the next batch read while the caller handles this one (memory holds
-        about two batches, however long the range)."""
+        """``MarketDataRepository.range_batches``' record batches, read in a worker thread, the
+        next batch read while the caller handles this one (memory holds about two
+        batches, however long the range)."""
         check_batch(batch_rows)
         range_select(self.dialect, instrument_id, start, end)  # a bad range fails here
 
@@ -149,7 +155,7 @@ class NativeReads:
 
 
 def driver(dialect: str) -> ModuleType | None:
-    """The ADBC DB-API module for ``dialect``, or None when it is not installed."""
+    """The DB-API module for ``dialect``, or None when it is not installed."""
     try:
         return importlib.import_module(DRIVERS[dialect])
     except ImportError:
@@ -188,7 +194,7 @@ def _sql(dialect: Dialect, query: Select[Any]) -> str:
 
 
 class _RangeRead:
-    """One range read on an ADBC connection of its own (called from worker threads, one
+    """One range read on a connection of its own (called from worker threads, one
     call at a time). ``next_batch()`` gives the next batch of ``tick_schema()``, at most
     ``batch_rows`` rows, or None at the end."""
 
@@ -210,7 +216,16 @@ class _RangeRead:
         self.rows = 0  # read by it so far
         self.finished: list[tuple[str, float, int]] = []  # (SQL, started, rows), to report
         try:
-            self.connection: Any = self.dbapi.connect(reads.uri)
+            if reads.dialect == "sqlite":
+                # Called from one worker thread or another, never two at once.
+                self.connection: Any = self.dbapi.connect(
+                    reads.uri,
+                    uri=True,
+                    timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                    check_same_thread=False,
+                )
+            else:
+                self.connection = self.dbapi.connect(reads.uri)
         except Exception as exc:
             if not isinstance(exc, self.dbapi.Error):
                 raise
@@ -219,12 +234,7 @@ class _RangeRead:
             ) from exc
         try:
             self.cursor: Any = self.connection.cursor()
-            if reads.dialect == "sqlite":
-                self.cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-                self.cursor.adbc_statement.set_options(
-                    **{"adbc.sqlite.query.batch_rows": str(batch_rows)}
-                )
-            else:
+            if reads.dialect == "postgresql":
                 hint = batch_rows * COPY_BYTES_PER_ROW
                 self.cursor.adbc_statement.set_options(
                     **{"adbc.postgresql.batch_size_hint_bytes": str(hint)}
@@ -273,26 +283,23 @@ class _RangeRead:
         """SQLite: the next keyset page, one statement (one batch) each."""
         if self.done:
             return None
-        self._execute(self.query(self.after).limit(self.batch_rows))
-        batches = []
-        while (batch := self._read()) is not None:
-            batches.append(batch)
-        rows = sum(batch.num_rows for batch in batches)
-        self.done = rows < self.batch_rows
-        if rows == 0:
+        sql = _sql(self.reads.engine.dialect, self.query(self.after).limit(self.batch_rows))
+        started = perf_counter()
+        try:
+            rows = self.cursor.execute(sql).fetchall()
+        except self.dbapi.Error as exc:
+            raise translate(exc, self.reads.where) from exc
+        self.finished.append((sql, started, len(rows)))
+        self.done = len(rows) < self.batch_rows
+        if not rows:
             return None
-        if len(batches) > 1:
-            batches = columns.arrow().Table.from_batches(batches).combine_chunks().to_batches()
-        raw, last = batches[0], rows - 1
         # The next page starts after this one's last row as stored (as range_batches does).
-        after = (
-            columns.stored_instant(raw.column("timestamp")[last].as_py()),
-            int(raw.column("id")[last].as_py()),
-        )
+        last = rows[-1]
+        after = (columns.stored_instant(last[2]), int(last[0]))
         if self.after is not None and after <= self.after:  # never read a page twice
             raise DatabaseError(f"database error at {self.reads.where}: the range went back")
         self.after = after
-        return columns.as_tick_batch(raw)
+        return columns.tick_batch(rows, timestamps_as_text=True)
 
     def close(self) -> None:
         for closeable in (self.reader, getattr(self, "cursor", None), self.connection):
