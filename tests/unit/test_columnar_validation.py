@@ -381,10 +381,12 @@ def test_sqlite_parameters_from_columns_are_those_of_records(moments: list[Any])
             pa.array(volumes, pa.int64()),
         )
     )
-    assert columns.sqlite_rows() == [
+    values = columns.sqlite_values()
+    assert [values[i : i + 9] for i in range(0, len(values), 9)] == [
         (1, sqlite_timestamp(stamp), *[price] * 6, volume)
         for stamp, price, volume in zip(stamps, prices, volumes, strict=True)
     ]
+    assert {type(value) for value in values} <= {int, str, float, type(None)}
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,7 +1,9 @@
 """The fastest honest write paths for ticks on each engine.
 
 ``write_ticks`` (file loads): one ``COPY`` per batch on PostgreSQL (a single statement: all
-of the batch or none of it); one ``executemany`` per batch inside one transaction on SQLite.
+of the batch or none of it); on SQLite, inside one transaction per batch, multi-row
+``INSERT … VALUES (…), (…)`` statements of as many rows as SQLite binds parameters (3,640
+rows of 9 values) for a columnar batch, one ``executemany`` for records.
 A batch is either validated records (tuples: asyncpg's ``copy_records_to_table``) or
 ``TickColumns``, Arrow arrays a columnar load validated in bulk, turned into the driver's
 parameters a column at a time (binary COPY built from the columns' buffers), never a
@@ -12,7 +14,10 @@ The live writer's path is ``tickvault.database.live``.
 Both report to any monitor attached to the engine.
 """
 
+import functools
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +41,23 @@ SQLITE_INSERT = (
     f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in TICK_COLUMNS)})"
 )
+
+
+@functools.cache
+def sqlite_rows_per_insert() -> int:
+    """As many rows as one statement of the SQLite library aiosqlite runs on binds values
+    (32,766 values since SQLite 3.32, 999 before; capped there)."""
+    with closing(sqlite3.connect(":memory:")) as connection:
+        limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return max(1, min(limit, 32_766) // len(TICK_COLUMNS))
+
+
+@functools.cache
+def sqlite_insert(rows: int) -> str:
+    """``INSERT INTO market_data (…) VALUES (?, …), …`` of ``rows`` rows: the statements of
+    a load are of two sizes at most, each compiled once (sqlite3's statement cache)."""
+    row = f"({', '.join('?' for _ in TICK_COLUMNS)})"
+    return f"INSERT INTO market_data ({', '.join(TICK_COLUMNS)}) VALUES " + ", ".join([row] * rows)
 
 
 def sqlite_timestamp(value: datetime) -> str:
@@ -108,12 +130,18 @@ async def _write_ticks(
                 await connection.invalidate()
                 raise
         return
-    if isinstance(records, TickColumns):
-        rows = records.sqlite_rows()
-    else:
-        rows = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records]
     async with write_transaction(engine) as connection:
-        await connection.exec_driver_sql(SQLITE_INSERT, rows)
+        if isinstance(records, TickColumns):
+            # SQLite's step runs without the GIL: a few long statements let the next batch
+            # be validated meanwhile, where executemany takes it back at every row.
+            values, width = records.sqlite_values(), len(TICK_COLUMNS)
+            step = sqlite_rows_per_insert() * width
+            for start in range(0, len(values), step):
+                chunk = values[start : start + step]
+                await connection.exec_driver_sql(sqlite_insert(len(chunk) // width), chunk)
+        else:
+            rows = [(r[0], sqlite_timestamp(r[1]), *r[2:]) for r in records]
+            await connection.exec_driver_sql(SQLITE_INSERT, rows)
         if before_commit is not None:
             await before_commit(connection)
 

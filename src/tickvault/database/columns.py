@@ -1,16 +1,18 @@
 """A validated batch of ticks as Arrow columns, and the drivers' parameters made from them
 a column at a time (the values of a batch never pass through a Python dict per row).
 
-On SQLite, executemany's rows: each column to Python values through numpy's ``tolist``
-(about 15 ns a value; Arrow's ``to_pylist`` of a zoned timestamp takes microseconds), the
-timestamps as the text SQLAlchemy stores. On PostgreSQL, COPY's binary format built from the
-columns' buffers: no Python object per value at all.
+On SQLite, the parameters of multi-row INSERTs: each column to Python values through
+numpy's ``tolist`` (about 15 ns a value; Arrow's ``to_pylist`` of a zoned timestamp takes
+microseconds), the timestamps as the text SQLAlchemy stores, laid out row after row. On
+PostgreSQL, COPY's binary format built from the columns' buffers: no Python object per
+value at all.
 
 Without numpy (pyarrow does not require it), plain ``to_pylist`` and COPY from records.
 """
 
 import struct
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 # COPY ... (FORMAT binary): signature, flags, header extension length; -1 fields at the end.
@@ -35,7 +37,7 @@ class TickColumns:
         if dialect == "postgresql":
             self.postgres_copy()
         else:
-            self.sqlite_rows()
+            self.sqlite_values()
 
     def __len__(self) -> int:
         return len(self.arrays[0])
@@ -44,8 +46,9 @@ class TickColumns:
         """The batch as validated records (for alert rules, and COPY without numpy)."""
         return list(zip(*(array.to_pylist() for array in self.arrays), strict=True))
 
-    def sqlite_rows(self) -> list[tuple[Any, ...]]:
-        """executemany's parameters, timestamps as ``sqlite_timestamp`` writes them."""
+    def sqlite_values(self) -> tuple[Any, ...]:
+        """The batch's values row after row in one flat tuple, the parameters of multi-row
+        INSERTs (``bulk.sqlite_insert``); timestamps as ``sqlite_timestamp`` writes them."""
         if "sqlite" in self._made:
             return self._made["sqlite"]  # type: ignore[no-any-return]
         import pyarrow as pa
@@ -53,9 +56,20 @@ class TickColumns:
         # A naive microsecond timestamp as text: 2024-01-02 09:30:00.000000, always with the
         # microseconds (20 times faster than pyarrow.compute.strftime).
         stamps = self.arrays[1].cast(pa.timestamp("us")).cast(pa.string())
-        columns = [_values(array) for array in (self.arrays[0], stamps, *self.arrays[2:])]
-        rows = self._made["sqlite"] = list(zip(*columns, strict=True))
-        return rows
+        arrays = (self.arrays[0], stamps, *self.arrays[2:])
+        try:
+            import numpy as np
+        except ImportError:  # pragma: no cover - depends on the install
+            values = tuple(chain.from_iterable(zip(*(a.to_pylist() for a in arrays), strict=True)))
+        else:  # a column at a time: numpy makes the Python values, and lays them out
+            grid = np.empty((len(self), len(arrays)), object)  # None: no value
+            for i, array in enumerate(arrays):
+                if array.null_count == len(array):
+                    continue
+                grid[:, i] = _values(array)
+            values = tuple(grid.ravel().tolist())
+        self._made["sqlite"] = values
+        return values
 
     def postgres_copy(self) -> bytes | None:
         """The batch in COPY's binary format (None without numpy: COPY from records then)."""
@@ -126,19 +140,12 @@ def _masked_rows(np: Any, arrays: list[Any]) -> bytes:
     return bytes(data[keep].tobytes())
 
 
-def _values(array: Any) -> list[Any]:
-    """An Arrow array as a list of Python values (None for null)."""
-    try:
-        import numpy  # noqa: F401
-    except ImportError:  # pragma: no cover - depends on the install
-        return list(array.to_pylist())
+def _values(array: Any) -> Any:
+    """An Arrow array as numpy's Python objects (None for null); numpy must be there."""
     import pyarrow as pa
 
-    n, nulls = len(array), array.null_count
-    if nulls == n:
-        return [None] * n
-    if not nulls:
-        return list(array.to_numpy(zero_copy_only=False).tolist())
+    if not array.null_count:
+        return array.to_numpy(zero_copy_only=False)
     values: list[Any] = array.fill_null(pa.scalar(0, array.type)).to_numpy().tolist()
     for index in array.is_null().to_numpy(zero_copy_only=False).nonzero()[0].tolist():
         values[index] = None
