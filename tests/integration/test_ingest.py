@@ -221,6 +221,22 @@ async def test_the_monitor_sees_every_ingested_row_once(
     assert metrics.by_table["market_data"][expected_kind]["count"] == 3
 
 
+async def test_the_monitor_sees_a_keyed_load_move_its_receipt(
+    service: MarketDataService, engine: AsyncEngine
+) -> None:
+    """Each batch moves the receipt in its own transaction (on PostgreSQL beside the COPY, on
+    the driver's connection): the monitor counts every move, as it counts the rows."""
+    monitor = DatabasePerformanceMonitor(engine)
+    try:
+        await monitor.collect_metrics()
+        await service.ingest([_good(i) for i in range(2500)], batch_size=1000, source_key="m")
+        metrics = await monitor.collect_metrics()
+    finally:
+        monitor.uninstrument()
+    # One move per batch, and the last marking the load done.
+    assert metrics.by_table["write_receipts"]["UPDATE"]["count"] == 4
+
+
 async def test_bad_batch_size_is_refused(service: MarketDataService) -> None:
     with pytest.raises(ValidationError, match="batch_size must be between"):
         await service.ingest([], batch_size=0)

@@ -24,8 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tickvault.database.engine import write_transaction
 from tickvault.errors import LoadInProgress
+from tickvault.monitoring.capture import measured
 
 FILE = "file"
+_ADVANCE_ASYNCPG = (
+    "UPDATE write_receipts SET rows_consumed = $1, rows_stored = rows_stored + $2, "
+    "done = $3, updated_at = now() "
+    "WHERE kind = 'file' AND key = $4 AND rows_consumed = $5"
+)
 
 
 @dataclass(frozen=True)
@@ -129,19 +135,14 @@ class LoadProgress:
         self.consumed = end
 
     async def advance_asyncpg(
-        self, driver: Any, end: int, stored: int, *, done: bool = False
+        self, engine: AsyncEngine, driver: Any, end: int, stored: int, *, done: bool = False
     ) -> None:
-        """In the batch's transaction, on an asyncpg connection (the COPY's)."""
-        status = await driver.execute(
-            "UPDATE write_receipts SET rows_consumed = $1, rows_stored = rows_stored + $2, "
-            "done = $3, updated_at = now() "
-            "WHERE kind = 'file' AND key = $4 AND rows_consumed = $5",
-            end,
-            stored,
-            done,
-            self.key,
-            self.consumed,
-        )
+        """In the batch's transaction, on an asyncpg connection (the COPY's) of ``engine``,
+        whose monitors see the statement as they see SQLAlchemy's."""
+        async with measured(engine, _ADVANCE_ASYNCPG, 1):
+            status = await driver.execute(
+                _ADVANCE_ASYNCPG, end, stored, done, self.key, self.consumed
+            )
         if status != "UPDATE 1":
             raise self._conflict()
         self.consumed = end

@@ -599,7 +599,7 @@ class MarketDataService:
             if isinstance(connection, AsyncConnection):
                 await progress.advance_sqlite(connection, last + 1, len(batch))
             else:
-                await progress.advance_asyncpg(connection, last + 1, len(batch))
+                await progress.advance_asyncpg(self.engine, connection, last + 1, len(batch))
 
         if previous is not None and self.engine.dialect.name == "sqlite":
             # One writer at a time there: the batch before (its alert logs included, which
