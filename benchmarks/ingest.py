@@ -17,9 +17,11 @@ In one run, on a throwaway database per engine (head schema, 50 instruments):
 
 ``--files N`` measures file loads instead (the columnar path): a CSV and a Parquet file of N
 rows, and per round, in turn, the raw driver writing the same rows (read from the Parquet
-file a batch of 10,000 at a time, the reading not timed) and ``ingest`` of each file as
+file a batch of 10,000 at a time, the reading not timed), ``ingest`` of each file as
 ``tickvault ingest`` runs it (``open_ticks``, the file's sha256 receipt, validation, the
-monitor attached), each in a process of its own that reports its peak RSS:
+monitor attached), each in a process of its own that reports its peak RSS; on SQLite also
+the raw driver running the multi-row INSERTs tickvault's columnar path runs instead of
+executemany (what the statement's shape alone gains):
 
     python benchmarks/ingest.py --files 5000000 --repeat 1 \
         --postgres-url postgresql://postgres@127.0.0.1/test
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,12 @@ import sqlalchemy as sa
 from _common import throwaway_database
 from sqlalchemy.engine import make_url
 
-from tickvault.database.bulk import TICK_COLUMNS, sqlite_timestamp
+from tickvault.database.bulk import (
+    TICK_COLUMNS,
+    sqlite_insert,
+    sqlite_rows_per_insert,
+    sqlite_timestamp,
+)
 from tickvault.database.engine import create_engine, create_session_factory
 from tickvault.models import MarketData
 from tickvault.repositories.market_data import MarketDataRepository
@@ -319,10 +327,14 @@ def write_files(rows: int, folder: Path) -> tuple[Path, Path]:
     return csv_path, parquet_path
 
 
-async def raw_file_rows(url: str, parquet_path: Path) -> tuple[float, float]:
+async def raw_file_rows(
+    url: str, parquet_path: Path, multi_row: bool = False
+) -> tuple[float, float]:
     """The raw driver writing the file's rows, batches of 10,000, one transaction each:
     (rows/s of the driver calls alone, rows/s with the rows' conversion for the driver,
-    as tickvault's own raw baseline above times it). The file's reading is not timed."""
+    as tickvault's own raw baseline above times it). The file's reading is not timed.
+    ``multi_row`` (SQLite): the statements tickvault's columnar path runs instead of
+    executemany, multi-row INSERTs of ``sqlite_rows_per_insert()`` rows."""
     import pyarrow.parquet as pq
 
     parsed = make_url(url)
@@ -347,9 +359,17 @@ async def raw_file_rows(url: str, parquet_path: Path) -> tuple[float, float]:
         else:
             columns[1] = [sqlite_timestamp(value) for value in columns[1]]
             records = list(zip(*columns, strict=True))
+            if multi_row:
+                step = sqlite_rows_per_insert()
+                chunks = [records[i : i + step] for i in range(0, n, step)]
+                flat = [tuple(chain.from_iterable(chunk)) for chunk in chunks]
             converted = time.perf_counter()
             lite.execute("BEGIN")
-            lite.executemany(sql, records)
+            if multi_row:
+                for chunk, values in zip(chunks, flat, strict=True):
+                    lite.execute(sqlite_insert(len(chunk)), values)
+            else:
+                lite.executemany(sql, records)
             lite.execute("COMMIT")
         done = time.perf_counter()
         driver += done - converted
@@ -405,9 +425,16 @@ def files_benchmark(rows: int, repeat: int, postgres_url: str | None) -> None:
                 asyncio.run(reset(url))
                 figures: dict[str, list[float]] = {}
                 peaks: dict[str, int] = {}
+                sides = ["raw", "csv", "parquet"] + (["multi"] if engine_name == "sqlite" else [])
                 for _ in range(repeat):  # in turn, so that drift hits every side alike
-                    for side in ("raw", "csv", "parquet"):
+                    for side in sides:
                         asyncio.run(clear_loads(url))
+                        if side == "multi":
+                            driver, _ = asyncio.run(raw_file_rows(url, parquet_path, True))
+                            figures.setdefault("multi", []).append(driver)
+                            print(f"{engine_name} raw, multi-row INSERTs: {driver:,.0f} rows/s",
+                                  flush=True)  # fmt: skip
+                            continue
                         if side == "raw":
                             driver, with_conversion = asyncio.run(raw_file_rows(url, parquet_path))
                             figures.setdefault("raw", []).append(driver)
@@ -432,6 +459,12 @@ def files_benchmark(rows: int, repeat: int, postgres_url: str | None) -> None:
             f"{m['csv'] / m['raw+convert']:>18.2f}x{m['parquet'] / m['raw+convert']:>22.2f}x"
             f"{peaks['csv']:>13}/{peaks['parquet']}"
         )
+        if "multi" in m:
+            print(
+                f"{name:<12}raw driver with multi-row INSERTs (tickvault's statements): "
+                f"{m['multi']:,.0f} rows/s; CSV {m['csv'] / m['multi']:.2f}x, "
+                f"Parquet {m['parquet'] / m['multi']:.2f}x of it"
+            )
 
 
 def main() -> None:
