@@ -132,7 +132,7 @@ async def _write_ticks(
         return
     async with write_transaction(engine) as connection:
         if isinstance(records, TickColumns):
-            # Three statements of thousands of rows: the raw driver itself runs them about
+            # A few statements of thousands of rows: the raw driver itself runs them about
             # 1.5 times as fast as executemany of the same rows (benchmarks/ingest.py).
             values, width = records.sqlite_values(), len(TICK_COLUMNS)
             step = sqlite_rows_per_insert() * width
