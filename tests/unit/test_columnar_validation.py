@@ -129,7 +129,9 @@ def text_row(prefer_valid: bool) -> st.SearchStrategy[dict[str, str]]:
     )
 
 
-taken = {"text": 0, "typed": 0}  # batches taken whole, by the property tests below
+# Batches the property tests below checked, and of them those taken whole.
+checked = {"text": 0, "typed": 0}
+taken = {"text": 0, "typed": 0}
 
 
 def row_outcomes(rows: list[dict[str, Any]]) -> list[tuple[Any, ...] | str]:
@@ -169,6 +171,7 @@ def text_batch(rows: list[dict[str, str]]) -> pa.RecordBatch:
 def test_text_batches_taken_whole_are_taken_alike_by_the_row_validator(
     rows: list[dict[str, str]],
 ) -> None:
+    checked["text"] += 1
     taken["text"] += check(text_batch(rows))
 
 
@@ -229,6 +232,7 @@ def test_typed_batches_as_parquet_or_a_frame_gives_them(
         batch.to_pylist()
     except (ValueError, OverflowError):
         return  # years Python cannot hold: a damaged file, refused before validation
+    checked["typed"] += 1
     taken["typed"] += check(batch)
 
 
@@ -347,11 +351,12 @@ def test_a_batch_with_one_refused_row_goes_the_row_way() -> None:
 
 
 def test_the_property_tests_took_many_batches_whole() -> None:
-    """Else they would only ever compare the row path with itself."""
-    if taken["text"] == 0 and taken["typed"] == 0:
+    """Else they would only ever compare the row path with itself. (Fresh runs took 350-420
+    text batches whole and 43-114 typed ones: Hypothesis's draws vary that much.)"""
+    if not checked["text"] or not checked["typed"]:
         pytest.skip("run with the property tests above")
     assert taken["text"] >= 100
-    assert taken["typed"] >= 50
+    assert taken["typed"] >= 20
 
 
 @settings(max_examples=300, deadline=None)
