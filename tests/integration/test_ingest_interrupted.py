@@ -107,19 +107,25 @@ async def test_a_load_the_database_stops_says_what_it_stored(
     assert await stored(quick_engine) == 2 * BATCH
 
 
-async def test_a_load_its_input_stops_keeps_the_batches_under_way(
-    quick_engine: AsyncEngine,
-) -> None:
+async def load_until_the_input_stops(engine: AsyncEngine) -> IngestReport:
+    """A load whose input fails at line 252, two whole batches committed before it."""
+
     async def stop() -> None:
         raise ValidationError("ticks.csv: not UTF-8 text at or after line 252")
 
-    service = MarketDataService(create_session_factory(quick_engine))
+    service = MarketDataService(create_session_factory(engine))
     report = IngestReport()
     with pytest.raises(ValidationError, match="not UTF-8"):
         await service.ingest(
-            feed(quick_engine, 4 * BATCH, 2 * BATCH + 50, stop), batch_size=BATCH, report=report
+            feed(engine, 4 * BATCH, 2 * BATCH + 50, stop), batch_size=BATCH, report=report
         )
+    return report
 
+
+async def test_a_load_its_input_stops_keeps_the_batches_under_way(
+    quick_engine: AsyncEngine,
+) -> None:
+    report = await load_until_the_input_stops(quick_engine)
     assert report.accepted == 2 * BATCH
     assert await stored(quick_engine) == 2 * BATCH
 
@@ -137,16 +143,6 @@ async def test_a_batch_committed_but_not_yet_counted_when_the_input_stops_is_cou
         await asyncio.sleep(0.5)
 
     monkeypatch.setattr(market_data, "write_ticks", slow_to_return)
-
-    async def stop() -> None:
-        raise ValidationError("ticks.csv: not UTF-8 text at or after line 252")
-
-    service = MarketDataService(create_session_factory(quick_engine))
-    report = IngestReport()
-    with pytest.raises(ValidationError, match="not UTF-8"):
-        await service.ingest(
-            feed(quick_engine, 4 * BATCH, 2 * BATCH + 50, stop), batch_size=BATCH, report=report
-        )
-
+    report = await load_until_the_input_stops(quick_engine)
     assert await stored(quick_engine) == 2 * BATCH
     assert report.accepted == 2 * BATCH
