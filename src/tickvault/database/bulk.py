@@ -132,8 +132,8 @@ async def _write_ticks(
         return
     async with write_transaction(engine) as connection:
         if isinstance(records, TickColumns):
-            # A few statements of thousands of rows: the raw driver itself runs them about
-            # 1.5 times as fast as executemany of the same rows (benchmarks/ingest.py).
+            # A few statements of thousands of rows: the raw driver itself runs them 1.4-1.5
+            # times as fast as executemany of the same rows (benchmarks/ingest.py --files).
             values, width = records.sqlite_values(), len(TICK_COLUMNS)
             step = sqlite_rows_per_insert() * width
             for start in range(0, len(values), step):

@@ -13,7 +13,7 @@ aiosqlite runs on. The same query, rows, order and values as
 the caller's transaction), on the engine the caller's session runs on, so reads routed to
 the read replica stay there::
 
-    native = await NativeReads.of_session(session)   # None: no ADBC driver for this database
+    native = await NativeReads.of_session(session)   # None: no driver for this database
     if native is not None:
         async for batch in native.range_batches(1, start, end):   # tick_schema() batches
             ...
