@@ -17,7 +17,8 @@ from tests.e2e.test_api import T0, add_instrument, iso, make_client, post_ticks
 from tickvault.api.columnar import stream_ticks
 from tickvault.api.routes import market_data
 from tickvault.frames import to_pandas
-from tickvault.repositories import columns
+from tickvault.repositories import native
+from tickvault.repositories.sqlite_pages import SqlitePages
 
 ARROW = "application/vnd.apache.arrow.stream"
 PARQUET = "application/vnd.apache.parquet"
@@ -158,21 +159,21 @@ def test_each_page_is_sent_before_the_next_is_read(
 def test_on_a_connection_of_its_own_at_most_one_batch_is_read_ahead(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Streamed, not buffered, through ``NativeReads`` (ADBC on PostgreSQL, sqlite3 on
+    """Streamed, not buffered, through ``NativeReads`` (ADBC on PostgreSQL, keyset pages on
     SQLite): the next batch is read while one is sent, never more, so memory holds two
     batches however long the range."""
     _load(client)
-    # Each batch read from the driver is made into a tick batch by one of these, in the
-    # worker thread.
-    for name in ("as_tick_batch", "tick_batch"):
-        convert = getattr(columns, name)
+    # Each batch is read by one of these, in a worker thread.
+    for reader in (native._CopyRead, SqlitePages):
+        read = reader.next_batch
 
-        def counted(batch: Any, *args: Any, convert: Any = convert, **kwargs: Any) -> Any:
-            made = convert(batch, *args, **kwargs)
-            READ.append(made.num_rows)
-            return made
+        def counted(self: Any, read: Any = read) -> Any:
+            batch = read(self)
+            if batch is not None:
+                READ.append(batch.num_rows)
+            return batch
 
-        monkeypatch.setattr(columns, name, counted)
+        monkeypatch.setattr(reader, "next_batch", counted)
     seen = _chunks_as_read(client)
     assert READ == [2, 2, 2]
     # When the answer starts and at each chunk: at most one batch more read than sent.

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.integration.test_arrow_reads import END, START, T0, Sessions, _json_range, _load
 from tickvault.errors import ValidationError
 from tickvault.models import Instrument, MarketData
-from tickvault.repositories import columns
+from tickvault.repositories import columns, sqlite_pages
 from tickvault.repositories.native import NativeReads
 from tickvault.services.database_performance import DatabasePerformanceMonitor
 from tickvault.services.export import export_range
@@ -157,6 +157,81 @@ async def test_the_monitor_counts_what_adbc_reads(
     assert selects["count"] == (3 if engine.dialect.name == "sqlite" else 1)
 
 
+class _ReaderPages:
+    """Counts the pages the SQLite reader process gives, and can kill it after its first."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, kill_after_first: bool = False):
+        self.count = 0
+        receive = sqlite_pages.ReaderProcess.receive
+
+        def counted(reader: sqlite_pages.ReaderProcess) -> Any:
+            batch = receive(reader)
+            self.count += 1
+            if kill_after_first and self.count == 1:
+                reader.process.kill()
+            return batch
+
+        monkeypatch.setattr(sqlite_pages.ReaderProcess, "receive", counted)
+
+
+async def test_a_long_range_is_read_by_the_sqlite_reader_process(
+    engine: AsyncEngine,
+    session_factory: Sessions,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SQLite: the first page is read here, the rest by the reader process (ADBC's C reader,
+    in a process of its own); PostgreSQL: one COPY. The same rows either way."""
+    await _load(session_factory)
+    native = await _native(session_factory)
+    reader = _ReaderPages(monkeypatch)
+    expected = await _json_range(session_factory, include_deleted=True)
+    batches = await _batches(native, 1, START, END, include_deleted=True, batch_rows=2)
+    assert _rows(batches) == expected
+    assert len(expected) == 10
+    assert all(batch.num_rows <= 2 for batch in batches)
+    # SQLite: 6 pages, the last one empty; all but the first from the reader process.
+    assert reader.count == (5 if engine.dialect.name == "sqlite" else 0)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize("failure", ["does not start", "killed after a page"])
+async def test_when_the_reader_process_fails_the_rest_is_read_here(
+    engine: AsyncEngine,
+    session_factory: Sessions,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+) -> None:
+    """A reader process that cannot start or dies costs speed, not the read: the pages it
+    did not give are read in this process, and the failure is logged."""
+    await _load(session_factory)
+    native = await _native(session_factory)
+    if failure == "does not start":
+        monkeypatch.setattr(sqlite_pages, "READER_MODULE", "tickvault.no_such_module")
+    reader = _ReaderPages(monkeypatch, kill_after_first=failure == "killed after a page")
+    expected = await _json_range(session_factory)
+    assert _rows(await _batches(native, 1, START, END, batch_rows=2)) == expected
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if engine.dialect.name == "postgresql":
+        assert (warnings, reader.count) == ([], 0)
+    elif failure == "does not start":
+        assert reader.count == 0
+        assert len(warnings) == 1
+        assert "exit status 1" in warnings[0]
+        assert "No module named tickvault.no_such_module" in warnings[0]
+    else:
+        assert reader.count == 1
+        assert len(warnings) == 1
+        assert "exit status -9" in warnings[0]
+    # Its semaphore was given back: the next range is read by a process again.
+    reader.count = 0
+    monkeypatch.setattr(sqlite_pages, "READER_MODULE", "tickvault.repositories.sqlite_reader")
+    monkeypatch.setattr(sqlite_pages.ReaderProcess, "receive", sqlite_pages.ReaderProcess.receive)
+    for _ in range(3):
+        assert _rows(await _batches(native, 1, START, END, batch_rows=2)) == expected
+
+
 OTHER_PROCESS_WRITE = """
 import asyncio, sqlite3, sys
 import asyncpg
@@ -198,7 +273,8 @@ async def test_a_read_during_a_write_transaction_loses_no_other_process_write(
     )
     async with engine.begin() as connection:
         await connection.exec_driver_sql(insert.format(day=1))  # this process's write lock
-        assert len(_rows(await _batches(native, 1, START, END))) > 0
+        # Pages of 2: the SQLite reader process reads all but the first.
+        assert len(_rows(await _batches(native, 1, START, END, batch_rows=2))) == 9
         done = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-c", OTHER_PROCESS_WRITE, target, insert.format(day=2)],

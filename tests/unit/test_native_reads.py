@@ -1,13 +1,20 @@
 """Which databases ADBC reads (and how their URLs are handed to its drivers), and the range
 query both read paths run: no database needed."""
 
+import json
+import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from sqlalchemy.dialects import sqlite
 
 from tickvault.database.engine import create_engine
 from tickvault.errors import DatabaseUnavailable
+from tickvault.repositories import columns, sqlite_reader
 from tickvault.repositories.market_data import range_select
 from tickvault.repositories.native import NativeReads
 
@@ -72,3 +79,40 @@ def test_the_range_starts_at_the_cursor_not_at_the_range_start() -> None:
     sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     assert sql.count("market_data.timestamp >=") == 1
     assert "market_data.timestamp >= '2024-05-06 14:00:00.000000'" in sql
+
+
+def _reader(*args: str, pages: str = "") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "tickvault.repositories.sqlite_reader", *args],
+        input=pages.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_sqlite_reader_process_says_what_went_wrong(tmp_path: Path) -> None:
+    """Its errors are one JSON line and exit status 1 (the reading process logs it and reads
+    the page itself); a wrong command line is its usage."""
+    usage = _reader("file:x.db")
+    assert (usage.returncode, usage.stderr.decode().strip()) == (2, sqlite_reader.USAGE)
+    missing = tmp_path / "missing.db"
+    page = json.dumps({"sql": "SELECT 1", "rows": 10}) + "\n"
+    failed = _reader(f"file:{missing}?mode=ro", "5000", pages=page)
+    assert failed.returncode == 1
+    said = json.loads(failed.stderr)
+    assert "failed to open" in said["message"], said
+    assert "missing.db" in said["message"], said
+    assert failed.stdout == b""
+    assert not missing.exists()  # read-only: never created
+
+
+def test_the_sqlite_reader_process_ends_with_its_input(tmp_path: Path) -> None:
+    """No page asked for: an empty stream of ticks, exit 0."""
+    database = tmp_path / "ticks.db"
+    sqlite3.connect(database).close()
+    done = _reader(f"file:{database}?mode=ro", "5000")
+    assert (done.returncode, done.stderr) == (0, b"")
+    stream = pa.ipc.open_stream(done.stdout)
+    assert stream.schema.equals(columns.tick_schema())
+    assert stream.read_all().num_rows == 0

@@ -109,11 +109,14 @@ def _compute() -> Any:
     return pyarrow.compute
 
 
-def tick_batch(rows: Sequence[Sequence[Any]], *, timestamps_as_text: bool) -> Any:
+def tick_batch(
+    rows: Sequence[Sequence[Any]], *, timestamps_as_text: bool, rounded: bool = True
+) -> Any:
     """Rows of ``TICK_COLUMNS`` values as one record batch of ``tick_schema()``.
 
     ``timestamps_as_text``: SQLite's stored text (naive UTC, ``2024-05-06 13:30:00.000000``),
-    parsed by Arrow; otherwise timezone-aware datetimes.
+    parsed by Arrow; otherwise timezone-aware datetimes. Prices rounded as ``round4`` rounds
+    them, unless not ``rounded`` (``rounded_prices`` then does it).
     """
     pa = arrow()
     schema = tick_schema()
@@ -124,25 +127,44 @@ def tick_batch(rows: Sequence[Sequence[Any]], *, timestamps_as_text: bool) -> An
         if name in ("timestamp", "deleted_at"):
             arrays.append(_timestamps(pa, values, kind, timestamps_as_text))
         elif name in PRICE_COLUMNS:
-            arrays.append(round4(pa.array(values, pa.float64())))
+            prices = pa.array(values, pa.float64())
+            arrays.append(round4(prices) if rounded else prices)
         else:
             arrays.append(pa.array(values, kind))
     return pa.record_batch(arrays, schema=schema)
 
 
-def as_tick_batch(batch: Any) -> Any:
-    """A record batch of ``TICK_COLUMNS`` as PostgreSQL's ADBC driver typed them, as one of
-    ``tick_schema()``: prices rounded as ``round4`` rounds them."""
+def as_tick_batch(batch: Any, *, rounded: bool = True) -> Any:
+    """A record batch of ``TICK_COLUMNS`` as an ADBC driver typed them, as one of
+    ``tick_schema()``: prices rounded as ``round4`` rounds them (unless not ``rounded``:
+    ``rounded_prices`` then does it). PostgreSQL's driver types them from the table;
+    SQLite's from the values of its first batch (the stored text of a timestamp as a string,
+    a column of NULLs alone as int64)."""
     pa = arrow()
     schema = tick_schema()
     arrays = []
     for name in TICK_COLUMNS:
         values = batch.column(name)
-        if name in PRICE_COLUMNS and values.null_count < len(values):
+        kind = schema.field(name).type
+        if name in PRICE_COLUMNS and rounded and values.null_count < len(values):
             arrays.append(round4(values.cast(pa.float64())))
+        elif name in ("timestamp", "deleted_at") and pa.types.is_string(values.type):
+            arrays.append(values.cast(pa.timestamp("us")).cast(kind))  # naive UTC text
         else:  # a price column of NULLs alone has nothing to round
-            arrays.append(values.cast(schema.field(name).type))
+            arrays.append(values.cast(kind))
     return pa.record_batch(arrays, schema=schema)
+
+
+def rounded_prices(batch: Any) -> Any:
+    """A batch of ``tick_schema()`` with its prices rounded as ``round4`` rounds them."""
+    pa = arrow()
+    arrays = [
+        round4(batch.column(name))
+        if name in PRICE_COLUMNS and batch.column(name).null_count < batch.num_rows
+        else batch.column(name)
+        for name in TICK_COLUMNS
+    ]
+    return pa.record_batch(arrays, schema=batch.schema)
 
 
 def _timestamps(pa: Any, values: Sequence[Any], kind: Any, as_text: bool) -> Any:

@@ -2,16 +2,16 @@
 
 PostgreSQL: ``adbc-driver-postgresql`` runs the range as one ``COPY (SELECT …) TO STDOUT
 (FORMAT binary)`` and decodes it into Arrow columns in C: no Python object per value.
-SQLite: the standard library's ``sqlite3``, a keyset page a statement, the page's rows
-turned into columns by Arrow. Not ``adbc-driver-sqlite``: it links a copy of SQLite of its
-own, and two copies of SQLite in one process break each other's file locks (closing its
-connection released every POSIX lock the process held on the file, aiosqlite's write lock
-among them: another process then wrote during that transaction, and its row was lost;
-sqlite.org, "How To Corrupt An SQLite Database File", 2.2.1). ``sqlite3`` is the library
-aiosqlite runs on. The same query, rows, order and values as
-``MarketDataRepository.range_batches``; each read opens a connection of its own (outside
-the caller's transaction), on the engine the caller's session runs on, so reads routed to
-the read replica stay there::
+SQLite: keyset pages, a statement each (``repositories.sqlite_pages``): the first through
+the standard library's ``sqlite3``, the library aiosqlite runs on, and the rest of a long
+range by ``adbc-driver-sqlite`` in a process of its own. Never that driver in this process:
+it links a copy of SQLite of its own, and two copies of SQLite in one process break each
+other's file locks (closing its connection released every POSIX lock the process held on
+the file, aiosqlite's write lock among them: another process then wrote during that
+transaction, and its row was lost; sqlite.org, "How To Corrupt An SQLite Database File",
+2.2.1). The same query, rows, order and values as ``MarketDataRepository.range_batches``;
+each read opens a connection of its own (outside the caller's transaction), on the engine
+the caller's session runs on, so reads routed to the read replica stay there::
 
     native = await NativeReads.of_session(session)   # None: no driver for this database
     if native is not None:
@@ -22,7 +22,7 @@ the read replica stay there::
 import asyncio
 import importlib
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tickvault.database.failures import translate
 from tickvault.database.url import display_url
-from tickvault.errors import DatabaseError, DatabaseUnavailable
+from tickvault.errors import DatabaseUnavailable
 from tickvault.monitoring import capture
 from tickvault.repositories import columns
 from tickvault.repositories.market_data import (
@@ -46,6 +46,7 @@ from tickvault.repositories.market_data import (
     check_batch,
     range_select,
 )
+from tickvault.repositories.sqlite_pages import SqlitePages
 
 # SQLite's: the standard library's, never a second copy of SQLite (see above).
 DRIVERS = {"sqlite": "sqlite3", "postgresql": "adbc_driver_postgresql.dbapi"}
@@ -70,7 +71,6 @@ LIBPQ_PARAMETERS = frozenset(
     }
 )
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,15 @@ class NativeReads:
                 include_deleted=include_deleted,
             )
 
-        read = await asyncio.to_thread(_RangeRead, self, query, after, batch_rows)
+        def sql_of(cursor: RangeCursor | None) -> str:
+            return _sql(self.engine.dialect, query(cursor).limit(batch_rows))
+
+        def begin() -> "_CopyRead | SqlitePages":
+            if self.dialect == "sqlite":
+                return SqlitePages(self.uri, self.where, sql_of, after=after, batch_rows=batch_rows)
+            return _CopyRead(self, query(after), batch_rows)
+
+        read = await asyncio.to_thread(begin)
         pending: asyncio.Future[Any] | None = None
         try:
             pending = asyncio.ensure_future(asyncio.to_thread(read.next_batch))
@@ -146,7 +154,7 @@ class NativeReads:
         finally:
             _close_when_done(pending, read)
 
-    def _report(self, read: "_RangeRead") -> None:
+    def _report(self, read: "_CopyRead | SqlitePages") -> None:
         """The statements ``read`` has finished, to the monitors (from the event loop's
         thread, where SQLAlchemy's own statements are reported)."""
         while read.finished:
@@ -193,39 +201,22 @@ def _sql(dialect: Dialect, query: Select[Any]) -> str:
     return str(compiled)
 
 
-class _RangeRead:
-    """One range read on a connection of its own (called from worker threads, one
-    call at a time). ``next_batch()`` gives the next batch of ``tick_schema()``, at most
-    ``batch_rows`` rows, or None at the end."""
+class _CopyRead:
+    """PostgreSQL: the range as one COPY on a connection of its own (called from worker
+    threads, one call at a time). ``next_batch()`` gives the next batch of
+    ``tick_schema()``, at most ``batch_rows`` rows, or None at the end; ``finished`` holds
+    the (SQL, started, rows) of the statement once read, for the monitors."""
 
-    def __init__(
-        self,
-        reads: NativeReads,
-        query: Callable[[RangeCursor | None], Select[Any]],
-        after: RangeCursor | None,
-        batch_rows: int,
-    ) -> None:
-        self.reads, self.query, self.after, self.batch_rows = reads, query, after, batch_rows
+    def __init__(self, reads: NativeReads, query: Select[Any], batch_rows: int) -> None:
+        self.where, self.batch_rows = reads.where, batch_rows
         dbapi = driver(reads.dialect)
         assert dbapi is not None  # NativeReads.of checked
         self.dbapi: Any = dbapi
-        self.pending: Any = None  # a batch PostgreSQL's driver gave past batch_rows rows
-        self.done = False
+        self.pending: Any = None  # a batch the driver gave past batch_rows rows
         self.reader: Any = None
-        self.statement: tuple[str, float] | None = None  # the SQL running, since when
-        self.rows = 0  # read by it so far
-        self.finished: list[tuple[str, float, int]] = []  # (SQL, started, rows), to report
+        self.finished: list[tuple[str, float, int]] = []
         try:
-            if reads.dialect == "sqlite":
-                # Called from one worker thread or another, never two at once.
-                self.connection: Any = self.dbapi.connect(
-                    reads.uri,
-                    uri=True,
-                    timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-                    check_same_thread=False,
-                )
-            else:
-                self.connection = self.dbapi.connect(reads.uri)
+            self.connection: Any = self.dbapi.connect(reads.uri)
         except Exception as exc:
             if not isinstance(exc, self.dbapi.Error):
                 raise
@@ -234,26 +225,23 @@ class _RangeRead:
             ) from exc
         try:
             self.cursor: Any = self.connection.cursor()
-            if reads.dialect == "postgresql":
-                hint = batch_rows * COPY_BYTES_PER_ROW
-                self.cursor.adbc_statement.set_options(
-                    **{"adbc.postgresql.batch_size_hint_bytes": str(hint)}
-                )
-                self._execute(self.query(after))  # the whole range, one COPY
+            hint = batch_rows * COPY_BYTES_PER_ROW
+            self.cursor.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(hint)}
+            )
+            self.statement: tuple[str, float] | None = (
+                _sql(reads.engine.dialect, query),
+                perf_counter(),
+            )
+            self.rows = 0  # read by it so far
+            self.cursor.execute(self.statement[0])
+            self.reader = self.cursor.fetch_record_batch()
+        except (OSError, self.dbapi.Error) as exc:
+            self.close()
+            raise translate(exc, self.where) from exc
         except BaseException:
             self.close()
             raise
-
-    def _execute(self, query: Select[Any]) -> None:
-        if self.reader is not None:
-            self.reader.close()
-        sql = _sql(self.reads.engine.dialect, query)
-        self.statement, self.rows = (sql, perf_counter()), 0
-        try:
-            self.cursor.execute(sql)
-            self.reader = self.cursor.fetch_record_batch()
-        except (OSError, self.dbapi.Error) as exc:
-            raise translate(exc, self.reads.where) from exc
 
     def _read(self) -> Any:
         try:
@@ -264,13 +252,11 @@ class _RangeRead:
                 self.statement = None
             return None
         except (OSError, self.dbapi.Error) as exc:
-            raise translate(exc, self.reads.where) from exc
+            raise translate(exc, self.where) from exc
         self.rows += batch.num_rows
         return batch
 
     def next_batch(self) -> Any:
-        if self.reads.dialect == "sqlite":
-            return self._next_page()
         batch = self.pending if self.pending is not None else self._read()
         self.pending = None
         if batch is None:
@@ -279,28 +265,6 @@ class _RangeRead:
             batch, self.pending = batch.slice(0, self.batch_rows), batch.slice(self.batch_rows)
         return columns.as_tick_batch(batch)
 
-    def _next_page(self) -> Any:
-        """SQLite: the next keyset page, one statement (one batch) each."""
-        if self.done:
-            return None
-        sql = _sql(self.reads.engine.dialect, self.query(self.after).limit(self.batch_rows))
-        started = perf_counter()
-        try:
-            rows = self.cursor.execute(sql).fetchall()
-        except self.dbapi.Error as exc:
-            raise translate(exc, self.reads.where) from exc
-        self.finished.append((sql, started, len(rows)))
-        self.done = len(rows) < self.batch_rows
-        if not rows:
-            return None
-        # The next page starts after this one's last row as stored (as range_batches does).
-        last = rows[-1]
-        after = (columns.stored_instant(last[2]), int(last[0]))
-        if self.after is not None and after <= self.after:  # never read a page twice
-            raise DatabaseError(f"database error at {self.reads.where}: the range went back")
-        self.after = after
-        return columns.tick_batch(rows, timestamps_as_text=True)
-
     def close(self) -> None:
         for closeable in (self.reader, getattr(self, "cursor", None), self.connection):
             if closeable is not None:
@@ -308,7 +272,9 @@ class _RangeRead:
                     closeable.close()
 
 
-def _close_when_done(pending: "asyncio.Future[Any] | None", read: _RangeRead) -> None:
+def _close_when_done(
+    pending: "asyncio.Future[Any] | None", read: "_CopyRead | SqlitePages"
+) -> None:
     """Close ``read`` once no worker thread uses it (a read ahead may still be running when
     the caller stops early); that read's result or error is dropped."""
     if pending is None or pending.done():

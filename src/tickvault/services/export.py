@@ -1,7 +1,7 @@
 """Ticks and bars out as Arrow: an IPC stream or Parquet, encoded a record batch at a time.
 
 The HTTP API streams ``encode(...)``'s chunks as they come; ``export_range`` writes a file
-(``tickvault export``). Both read ticks through ADBC where its driver is installed
+(``tickvault export``). Both read ticks on a connection of their own where they can
 (``repositories.native``), else through the session. Either way memory holds a batch or
 two, however long the range::
 
@@ -145,7 +145,7 @@ async def export_range(
             )
             rows = await _write_file(partial, media_type, batches, on_rows)
     if native is not None:
-        # After the session's transaction: ADBC reads on a connection of its own.
+        # After the session's transaction: read on a connection of its own.
         batches = native.range_batches(instrument_id, start, end, batch_rows=batch_rows)
         rows = await _write_file(partial, media_type, batches, on_rows)
     os.replace(partial, path)

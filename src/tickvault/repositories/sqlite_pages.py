@@ -1,0 +1,228 @@
+"""A range of ticks read from SQLite in keyset pages, a statement (a record batch) each, for
+``repositories.native``.
+
+The first page is read here, through the standard library's ``sqlite3`` (the library
+aiosqlite runs on), and made into columns by Arrow. When it comes full, more follow: the
+rest are read by the SQLite reader process (``repositories.sqlite_reader``), where
+``adbc-driver-sqlite`` reads rows into Arrow in C, several times faster than ``sqlite3``
+makes Python tuples. A small answer never waits for a process to start; a long one pays for
+it once. Where the driver is not installed, or the process fails, the pages are read here::
+
+    pages = SqlitePages(uri, where, sql_of, after=None, batch_rows=65_536)
+    while (batch := pages.next_batch()) is not None:   # tick_schema() batches
+        ...
+    pages.close()
+"""
+
+import importlib.util
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from functools import cache
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import tickvault
+from tickvault.database.failures import translate
+from tickvault.errors import DatabaseError, DatabaseUnavailable
+from tickvault.repositories import columns
+from tickvault.repositories.market_data import RangeCursor
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+READER_MODULE = "tickvault.repositories.sqlite_reader"
+# Reader processes running at once, in all: a range past them is read in this process.
+READERS = threading.BoundedSemaphore(os.cpu_count() or 1)
+PIPE_BYTES = 1 << 20  # Linux's most for an unprivileged process, by default
+
+
+class SqlitePages:
+    """Keyset pages of one range (called from worker threads, one call at a time).
+    ``sql_of(after)`` is the page's statement after a cursor, at most ``batch_rows`` rows;
+    ``finished`` holds the (SQL, started, rows) of each statement run, for the monitors."""
+
+    def __init__(
+        self,
+        uri: str,
+        where: str,
+        sql_of: Callable[[RangeCursor | None], str],
+        *,
+        after: RangeCursor | None,
+        batch_rows: int,
+    ) -> None:
+        self.uri, self.where, self.sql_of = uri, where, sql_of
+        self.after, self.batch_rows = after, batch_rows
+        self.done = False
+        self.reader: ReaderProcess | None = None
+        self.use_reader = reader_installed()
+        self.asked: tuple[str, float] | None = None  # the page the reader was asked for
+        self.finished: list[tuple[str, float, int]] = []
+        try:
+            # Called from one worker thread or another, never two at once.
+            self.connection = sqlite3.connect(
+                uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(f"database unavailable at {where}: {exc}") from exc
+
+    def next_batch(self) -> Any:
+        """The next page as a batch of ``tick_schema()``, or None at the end."""
+        if self.done:
+            return None
+        sql, started = self.asked or (self.sql_of(self.after), perf_counter())
+        self.asked = None
+        batch = self._from_reader(sql) if self.reader is not None else None
+        if batch is None:
+            batch = self._read_here(sql)
+        self.finished.append((sql, started, batch.num_rows))
+        self.done = batch.num_rows < self.batch_rows
+        if batch.num_rows == 0:
+            return None
+        # The next page starts after this one's last row.
+        last = batch.slice(batch.num_rows - 1).to_pylist()[0]
+        after = (columns.stored_instant(last["timestamp"]), int(last["id"]))
+        if self.after is not None and after <= self.after:  # never read a page twice
+            raise DatabaseError(f"database error at {self.where}: the range went back")
+        self.after = after
+        if not self.done and self.reader is None and self.use_reader:
+            self._start_reader()  # it starts while this page is handled
+        if not self.done and self.reader is not None:
+            # Asked now, read by the process while this one rounds this page's prices.
+            self.asked = (self.sql_of(after), perf_counter())
+            self.reader.ask(self.asked[0], self.batch_rows)
+        return columns.rounded_prices(batch)
+
+    def _start_reader(self) -> None:
+        self.use_reader = False  # one process a range, at most
+        if not READERS.acquire(blocking=False):
+            return  # as many running as there are cores: this range is read here
+        try:
+            self.reader = ReaderProcess(self.uri)
+        except OSError as exc:
+            READERS.release()
+            logger.warning("the SQLite reader process did not start, reading here: %s", exc)
+
+    def _read_here(self, sql: str) -> Any:
+        try:
+            rows = self.connection.execute(sql).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.where) from exc
+        return columns.tick_batch(rows, timestamps_as_text=True, rounded=False)
+
+    def _from_reader(self, sql: str) -> Any:
+        """The page from the reader process (asked for it now, unless asked already), or
+        None when it failed: the page is then read here, and so are the rest (an error of
+        the database is raised as this process's own driver reports it)."""
+        assert self.reader is not None
+        try:
+            if not self.reader.waiting:
+                self.reader.ask(sql, self.batch_rows)
+            return self.reader.receive()
+        except ReaderFailed as exc:
+            logger.warning("the SQLite reader process failed, reading in this one: %s", exc)
+            self._stop_reader()
+            return None
+
+    def _stop_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+            READERS.release()
+
+    def close(self) -> None:
+        self._stop_reader()
+        with suppress(sqlite3.Error):
+            self.connection.close()
+
+
+@cache
+def reader_installed() -> bool:
+    """Whether the reader process can run: ``adbc-driver-sqlite`` is installed (it is
+    looked up, never imported here)."""
+    return importlib.util.find_spec("adbc_driver_sqlite") is not None
+
+
+class ReaderFailed(Exception):
+    """The reader process ended or said something other than a page."""
+
+
+class ReaderProcess:
+    """One ``sqlite_reader`` process, reading pages of ``uri`` as asked."""
+
+    def __init__(self, uri: str) -> None:
+        # The tickvault this process runs, first on the child's path, whatever it was
+        # started from.
+        root = str(Path(tickvault.__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        # Its errors go to a file, not a pipe: a pipe nobody reads can fill and stop it.
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", READER_MODULE, uri, str(SQLITE_BUSY_TIMEOUT_MS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            env=env,
+        )
+        if sys.platform == "linux" and self.process.stdout is not None:
+            import fcntl
+
+            # A page is megabytes: through a larger pipe, in fewer turns of each process.
+            with suppress(OSError):
+                fcntl.fcntl(self.process.stdout, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self.stream: Any = None
+        self.waiting = False  # asked for a page not received yet
+
+    def ask(self, sql: str, rows: int) -> None:
+        """Ask for the page of ``sql``; ``receive()`` gives it."""
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(json.dumps({"sql": sql, "rows": rows}).encode() + b"\n")
+            stdin.flush()
+        except OSError:
+            pass  # the process has ended: receive() says why
+        self.waiting = True
+
+    def receive(self) -> Any:
+        """The page asked for, a batch of ``tick_schema()``, prices as stored."""
+        pa = columns.arrow()
+        self.waiting = False
+        try:
+            if self.stream is None:
+                self.stream = pa.ipc.open_stream(self.process.stdout)
+            batch = self.stream.read_next_batch()
+        except (OSError, StopIteration, pa.ArrowException) as exc:
+            raise ReaderFailed(self._failure(exc)) from exc
+        if not batch.schema.equals(columns.tick_schema()):
+            raise ReaderFailed(f"it gave a batch of another schema: {batch.schema}")
+        return batch
+
+    def _failure(self, exc: BaseException) -> str:
+        """What the process said of its end (or, still running, what went wrong here)."""
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return f"{type(exc).__name__}: {exc}"
+        self.errors.seek(0)
+        said = self.errors.read().decode(errors="replace").strip().splitlines()
+        return f"exit status {code}: {said[-1] if said else 'nothing said'}"
+
+    def close(self) -> None:
+        """Stop the process (a page it is reading is dropped) and wait for it."""
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with suppress(OSError):
+                    stream.close()
+        self.process.kill()
+        self.process.wait()
+        self.errors.close()
