@@ -6,9 +6,10 @@ turn; medians of the turns:
 
 - raw driver: sqlite3 / asyncpg reading the rows in pages of 65,536, converting nothing
   (the floor: what the database and driver cost alone);
-- Parquet file: ``export_range``, what ``tickvault export`` runs (the range read on a
-  connection of its own, ``NativeReads``: ADBC on PostgreSQL, ``sqlite3`` keyset pages on
-  SQLite; prices rounded to 4 decimals, written as a Parquet file);
+- Parquet file: ``export_range``, what ``tickvault export`` runs, the count for its progress
+  bar included (the range read on a connection of its own, ``NativeReads``: ADBC on
+  PostgreSQL; on SQLite keyset pages read by ``adbc-driver-sqlite`` in a process of its
+  own; prices rounded to 4 decimals, written as a Parquet file);
 - Arrow over HTTP: ``GET /market-data/range`` with ``Accept:
   application/vnd.apache.arrow.stream`` from ``tickvault serve`` in a process of its own,
   read and decoded batch by batch by a client here;
@@ -87,7 +88,11 @@ async def parquet_file(url: str, rows: int, folder: Path) -> int:
     engine = create_engine(url)
     try:
         path = folder / "export.parquet"
-        report = await export_range(create_session_factory(engine), "S01", START, _end(rows), path)
+        totals: list[int] = []  # the count the CLI's progress bar shows, as it runs
+        report = await export_range(
+            create_session_factory(engine), "S01", START, _end(rows), path, on_total=totals.append
+        )
+        assert totals == [report.rows], (totals, report.rows)
         return report.rows
     finally:
         await engine.dispose()

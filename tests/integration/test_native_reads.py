@@ -118,21 +118,59 @@ async def test_empty_ranges_yield_nothing_and_a_backward_one_is_refused(
         await _batches(native, 1, T0, T0)
 
 
+class _ReaderPages:
+    """Counts the pages the SQLite reader process gives, and can kill it after its first.
+    Once started, the process is waited for (pages are read here meanwhile otherwise, as
+    many as its start takes: a count the test could not know)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, kill_after_first: bool = False):
+        self.count = 0
+        receive, ready = sqlite_pages.ReaderProcess.receive, sqlite_pages.ReaderProcess.ready
+        monkeypatch.setattr(
+            sqlite_pages.ReaderProcess, "ready", lambda reader, timeout=0: ready(reader, 60)
+        )
+
+        def counted(reader: sqlite_pages.ReaderProcess) -> Any:
+            batch = receive(reader)
+            self.count += 1
+            if kill_after_first and self.count == 1:
+                reader.process.kill()
+            return batch
+
+        monkeypatch.setattr(sqlite_pages.ReaderProcess, "receive", counted)
+
+
 async def test_an_export_through_adbc_is_the_file_the_session_path_writes(
-    session_factory: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine,
+    session_factory: Sessions,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Where the driver is not installed, the export reads through the session: the same
     rows either way, soft-deleted ticks left out."""
     await _load(session_factory)
     expected = await _json_range(session_factory)
-    native = await export_range(session_factory, "AAPL", START, END, tmp_path / "adbc.parquet")
+    reader = _ReaderPages(monkeypatch)
+    totals: list[int] = []
+    native = await export_range(
+        session_factory, "AAPL", START, END, tmp_path / "adbc.parquet", on_total=totals.append
+    )
+    # SQLite: an export's pages all come from the reader process, started at once.
+    assert reader.count == (1 if engine.dialect.name == "sqlite" else 0)
     monkeypatch.setattr("tickvault.repositories.native.driver", lambda dialect: None)
     async with session_factory() as session:
         assert await NativeReads.of_session(session) is None
     fallback = await export_range(
-        session_factory, "AAPL", START, END, tmp_path / "session.parquet", batch_rows=4
+        session_factory,
+        "AAPL",
+        START,
+        END,
+        tmp_path / "session.parquet",
+        batch_rows=4,
+        on_total=totals.append,
     )
     assert native.rows == fallback.rows == len(expected) == 9
+    assert totals == [9, 9]  # counted while read on a connection of its own, or before
     for report in (native, fallback):
         table = pq.read_table(report.path)
         assert table.schema.equals(columns.tick_schema())
@@ -155,23 +193,6 @@ async def test_the_monitor_counts_what_adbc_reads(
     assert rows == 9
     # SQLite: a statement a keyset page (4, 4, 1); PostgreSQL: one COPY.
     assert selects["count"] == (3 if engine.dialect.name == "sqlite" else 1)
-
-
-class _ReaderPages:
-    """Counts the pages the SQLite reader process gives, and can kill it after its first."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, kill_after_first: bool = False):
-        self.count = 0
-        receive = sqlite_pages.ReaderProcess.receive
-
-        def counted(reader: sqlite_pages.ReaderProcess) -> Any:
-            batch = receive(reader)
-            self.count += 1
-            if kill_after_first and self.count == 1:
-                reader.process.kill()
-            return batch
-
-        monkeypatch.setattr(sqlite_pages.ReaderProcess, "receive", counted)
 
 
 async def test_a_long_range_is_read_by_the_sqlite_reader_process(

@@ -117,10 +117,12 @@ class NativeReads:
         after: RangeCursor | None = None,
         include_deleted: bool = False,
         batch_rows: int = BATCH_ROWS,
+        long: bool = False,
     ) -> AsyncGenerator[Any, None]:
         """``MarketDataRepository.range_batches``' record batches, read in a worker thread, the
         next batch read while the caller handles this one (memory holds about two
-        batches, however long the range)."""
+        batches, however long the range). ``long``: the caller expects many batches (an
+        export): on SQLite, the reader process starts at once."""
         check_batch(batch_rows)
         range_select(self.dialect, instrument_id, start, end)  # a bad range fails here
 
@@ -134,12 +136,14 @@ class NativeReads:
                 include_deleted=include_deleted,
             )
 
-        def sql_of(cursor: RangeCursor | None) -> str:
-            return _sql(self.engine.dialect, query(cursor).limit(batch_rows))
+        def sql_of(cursor: RangeCursor | None, rows: int) -> str:
+            return _sql(self.engine.dialect, query(cursor).limit(rows))
 
         def begin() -> "_CopyRead | SqlitePages":
             if self.dialect == "sqlite":
-                return SqlitePages(self.uri, self.where, sql_of, after=after, batch_rows=batch_rows)
+                return SqlitePages(
+                    self.uri, self.where, sql_of, after=after, batch_rows=batch_rows, long=long
+                )
             return _CopyRead(self, query(after), batch_rows)
 
         read = await asyncio.to_thread(begin)

@@ -1,12 +1,14 @@
 """A range of ticks read from SQLite in keyset pages, a statement (a record batch) each, for
 ``repositories.native``.
 
-The first page is read here, through the standard library's ``sqlite3`` (the library
-aiosqlite runs on), and made into columns by Arrow. When it comes full, more follow: the
-rest are read by the SQLite reader process (``repositories.sqlite_reader``), where
+The pages are read by the SQLite reader process (``repositories.sqlite_reader``), where
 ``adbc-driver-sqlite`` reads rows into Arrow in C, several times faster than ``sqlite3``
-makes Python tuples. A small answer never waits for a process to start; a long one pays for
-it once. Where the driver is not installed, or the process fails, the pages are read here::
+makes Python tuples. An answer starts without it: its first pages, of ``HERE_ROWS``, are
+read here through the standard library's ``sqlite3`` (the library aiosqlite runs on) and
+made into columns by Arrow; the process starts when the first one comes full, and takes
+over once ready, so a small answer never waits for a process and a long one pays for it
+once. ``long=True`` (an export) starts it at once. Where the driver is not installed, no
+core is free for it, or the process fails, the pages are read here::
 
     pages = SqlitePages(uri, where, sql_of, after=None, batch_rows=65_536)
     while (batch := pages.next_batch()) is not None:   # tick_schema() batches
@@ -18,6 +20,7 @@ import importlib.util
 import json
 import logging
 import os
+import select
 import sqlite3
 import subprocess
 import sys
@@ -42,29 +45,36 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 READER_MODULE = "tickvault.repositories.sqlite_reader"
 # Reader processes running at once, in all: a range past them is read in this process.
 READERS = threading.BoundedSemaphore(os.cpu_count() or 1)
+# The pages read here: small, so that a long range starts its reader process soon, and
+# goes on here until that process is ready.
+HERE_ROWS = 8192
 PIPE_BYTES = 1 << 20  # Linux's most for an unprivileged process, by default
 
 
 class SqlitePages:
     """Keyset pages of one range (called from worker threads, one call at a time).
-    ``sql_of(after)`` is the page's statement after a cursor, at most ``batch_rows`` rows;
-    ``finished`` holds the (SQL, started, rows) of each statement run, for the monitors."""
+    ``sql_of(after, rows)`` is the statement of the page after a cursor, at most ``rows``;
+    ``long``: the caller expects many pages (an export): the reader process starts at once
+    and reads them all. ``finished`` holds the (SQL, started, rows) of each statement run,
+    for the monitors."""
 
     def __init__(
         self,
         uri: str,
         where: str,
-        sql_of: Callable[[RangeCursor | None], str],
+        sql_of: Callable[[RangeCursor | None, int], str],
         *,
         after: RangeCursor | None,
         batch_rows: int,
+        long: bool = False,
     ) -> None:
         self.uri, self.where, self.sql_of = uri, where, sql_of
         self.after, self.batch_rows = after, batch_rows
         self.done = False
         self.reader: ReaderProcess | None = None
         self.use_reader = reader_installed()
-        self.asked: tuple[str, float] | None = None  # the page the reader was asked for
+        # The page the reader was asked for: its SQL, since when, its most rows.
+        self.asked: tuple[str, float, int] | None = None
         self.finished: list[tuple[str, float, int]] = []
         try:
             # Called from one worker thread or another, never two at once.
@@ -73,18 +83,28 @@ class SqlitePages:
             )
         except sqlite3.Error as exc:
             raise DatabaseUnavailable(f"database unavailable at {where}: {exc}") from exc
+        self.long = long
+        if long and self.use_reader:
+            self._start_reader()
 
     def next_batch(self) -> Any:
         """The next page as a batch of ``tick_schema()``, or None at the end."""
         if self.done:
             return None
-        sql, started = self.asked or (self.sql_of(self.after), perf_counter())
-        self.asked = None
-        batch = self._from_reader(sql) if self.reader is not None else None
+        if self.asked is None and self.reader is not None and (self.long or self.reader.ready()):
+            self._ask()
+        batch = None
+        if self.asked is not None:
+            sql, started, limit = self.asked
+            self.asked = None
+            batch = self._from_reader()
+        else:
+            limit = min(self.batch_rows, HERE_ROWS)
+            sql, started = self.sql_of(self.after, limit), perf_counter()
         if batch is None:
             batch = self._read_here(sql)
         self.finished.append((sql, started, batch.num_rows))
-        self.done = batch.num_rows < self.batch_rows
+        self.done = batch.num_rows < limit
         if batch.num_rows == 0:
             return None
         # The next page starts after this one's last row.
@@ -94,12 +114,15 @@ class SqlitePages:
             raise DatabaseError(f"database error at {self.where}: the range went back")
         self.after = after
         if not self.done and self.reader is None and self.use_reader:
-            self._start_reader()  # it starts while this page is handled
-        if not self.done and self.reader is not None:
-            # Asked now, read by the process while this one rounds this page's prices.
-            self.asked = (self.sql_of(after), perf_counter())
-            self.reader.ask(self.asked[0], self.batch_rows)
+            self._start_reader()  # pages are read here until it is ready
+        if not self.done and self.reader is not None and self.reader.ready():
+            self._ask()  # it reads the next page while this one's prices are rounded
         return columns.rounded_prices(batch)
+
+    def _ask(self) -> None:
+        assert self.reader is not None
+        self.asked = (self.sql_of(self.after, self.batch_rows), perf_counter(), self.batch_rows)
+        self.reader.ask(self.asked[0], self.batch_rows)
 
     def _start_reader(self) -> None:
         self.use_reader = False  # one process a range, at most
@@ -118,14 +141,12 @@ class SqlitePages:
             raise translate(exc, self.where) from exc
         return columns.tick_batch(rows, timestamps_as_text=True, rounded=False)
 
-    def _from_reader(self, sql: str) -> Any:
-        """The page from the reader process (asked for it now, unless asked already), or
-        None when it failed: the page is then read here, and so are the rest (an error of
-        the database is raised as this process's own driver reports it)."""
+    def _from_reader(self) -> Any:
+        """The page asked of the reader process, or None when it failed: the page is then
+        read here, and so are the rest (an error of the database is raised as this
+        process's own driver reports it)."""
         assert self.reader is not None
         try:
-            if not self.reader.waiting:
-                self.reader.ask(sql, self.batch_rows)
             return self.reader.receive()
         except ReaderFailed as exc:
             logger.warning("the SQLite reader process failed, reading in this one: %s", exc)
@@ -180,26 +201,32 @@ class ReaderProcess:
             with suppress(OSError):
                 fcntl.fcntl(self.process.stdout, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.stream: Any = None
-        self.waiting = False  # asked for a page not received yet
+
+    def ready(self, timeout: float = 0) -> bool:
+        """Whether it has started (or ended: ``receive()`` then says why), waiting at most
+        ``timeout`` seconds."""
+        if self.stream is not None or sys.platform == "win32":  # select() takes no pipe
+            return True
+        stdout = self.process.stdout
+        assert stdout is not None
+        readable, _, _ = select.select([stdout], [], [], timeout)
+        return bool(readable)
 
     def ask(self, sql: str, rows: int) -> None:
         """Ask for the page of ``sql``; ``receive()`` gives it."""
         stdin = self.process.stdin
         assert stdin is not None
-        try:
+        with suppress(OSError):  # the process has ended: receive() says why
             stdin.write(json.dumps({"sql": sql, "rows": rows}).encode() + b"\n")
             stdin.flush()
-        except OSError:
-            pass  # the process has ended: receive() says why
-        self.waiting = True
 
     def receive(self) -> Any:
         """The page asked for, a batch of ``tick_schema()``, prices as stored."""
         pa = columns.arrow()
-        self.waiting = False
         try:
             if self.stream is None:
                 self.stream = pa.ipc.open_stream(self.process.stdout)
+                self.stream.read_next_batch()  # the empty one that said it was ready
             batch = self.stream.read_next_batch()
         except (OSError, StopIteration, pa.ArrowException) as exc:
             raise ReaderFailed(self._failure(exc)) from exc

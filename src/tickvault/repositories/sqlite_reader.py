@@ -7,8 +7,9 @@ process, so here, where the driver's copy is the only one, it is safe.
 
 The pages it is asked for come on standard input, a JSON object a line; each one's rows go
 out on standard output as one record batch of ``columns.tick_schema()`` in an Arrow IPC
-stream, prices as stored. At the end of its input it exits 0; on an error it writes one JSON
-line to standard error and exits 1::
+stream, prices as stored, after an empty batch that says the process is ready. At the end
+of its input it exits 0; on an error it writes one JSON line to standard error and exits
+1::
 
     $ python -m tickvault.repositories.sqlite_reader 'file:/data/ticks.db?mode=ro' 5000
     {"sql": "SELECT id, ... LIMIT 65536", "rows": 65536}
@@ -20,9 +21,13 @@ from typing import Any
 
 # The read-only URI and the busy timeout in milliseconds.
 USAGE = "usage: python -m tickvault.repositories.sqlite_reader URI BUSY_TIMEOUT_MS"
+# The file read through memory-mapped I/O, up to this much: no copy of each page into
+# SQLite's cache (its reads about 5 % faster, measured). An I/O error under a map is a
+# signal that ends this process; the reading process then reads the rest itself.
+MMAP_BYTES = 1 << 30
 
 
-def page(cursor: Any, sql: str, rows: int) -> Any:
+def page(statement: Any, sql: str, rows: int) -> Any:
     """The rows of ``sql`` (at most ``rows``) as one batch of ``tick_schema()``, prices as
     stored (the reading process rounds them while this one reads the next page)."""
     import pyarrow as pa
@@ -31,13 +36,20 @@ def page(cursor: Any, sql: str, rows: int) -> Any:
 
     # One batch a page: the driver types a column from the values of its first batch, so a
     # statement whose later batch held doubles in a column of NULLs alone would fail.
-    cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(rows)})
-    cursor.execute(sql)
-    batches = list(cursor.fetch_record_batch())
+    statement.set_options(**{"adbc.sqlite.query.batch_rows": str(rows)})
+    statement.set_sql_query(sql)
+    stream, _ = statement.execute_query()
+    batches = list(pa.RecordBatchReader.from_stream(stream))
     if not batches:
-        return pa.RecordBatch.from_pylist([], schema=columns.tick_schema())
+        return empty(pa, columns.tick_schema())
     whole = pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
     return columns.as_tick_batch(whole, rounded=False)
+
+
+def empty(pa: Any, schema: Any) -> Any:
+    """A batch of no rows (made without Python values: pyarrow imports pandas for those,
+    where it is installed, a fifth of a second of this process's start)."""
+    return pa.RecordBatch.from_arrays([pa.nulls(0, field.type) for field in schema], schema=schema)
 
 
 def main(argv: list[str]) -> int:
@@ -46,20 +58,29 @@ def main(argv: list[str]) -> int:
         return 2
     uri, busy_timeout_ms = argv[1], int(argv[2])
     try:
-        import adbc_driver_sqlite.dbapi as driver
+        # The driver's own API, not its DB-API module: that one imports pandas and Polars
+        # where they are installed, half a second of this process's start.
+        import adbc_driver_manager as adbc
+        import adbc_driver_sqlite
         import pyarrow as pa
 
         from tickvault.repositories import columns
 
         with (
-            driver.connect(uri) as connection,
-            connection.cursor() as cursor,
+            adbc_driver_sqlite.connect(uri) as database,
+            adbc.AdbcConnection(database) as connection,
+            adbc.AdbcStatement(connection) as statement,
             pa.ipc.new_stream(sys.stdout.buffer, columns.tick_schema()) as out,
         ):
-            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+            for pragma in (f"busy_timeout = {busy_timeout_ms}", f"mmap_size = {MMAP_BYTES}"):
+                statement.set_sql_query(f"PRAGMA {pragma}")
+                statement.execute_update()
+            # An empty batch first (the stream's schema goes out with it): ready.
+            out.write_batch(empty(pa, columns.tick_schema()))
+            sys.stdout.buffer.flush()
             for line in sys.stdin.buffer:
                 request = json.loads(line)
-                out.write_batch(page(cursor, request["sql"], int(request["rows"])))
+                out.write_batch(page(statement, request["sql"], int(request["rows"])))
                 sys.stdout.buffer.flush()
     except BrokenPipeError:
         return 0  # the reader stopped listening: nothing more is wanted
