@@ -22,8 +22,8 @@ from typing import Any
 # The read-only URI and the busy timeout in milliseconds.
 USAGE = "usage: python -m tickvault.repositories.sqlite_reader URI BUSY_TIMEOUT_MS"
 # The file read through memory-mapped I/O, up to this much: no copy of each page into
-# SQLite's cache (its reads about 5 % faster, measured). An I/O error under a map is a
-# signal that ends this process; the reading process then reads the rest itself.
+# SQLite's cache. An I/O error under a map is a signal that ends this process; the reading
+# process then reads the rest itself.
 MMAP_BYTES = 1 << 30
 
 
@@ -48,7 +48,7 @@ def page(statement: Any, sql: str, rows: int) -> Any:
 
 def empty(pa: Any, schema: Any) -> Any:
     """A batch of no rows (made without Python values: pyarrow imports pandas for those,
-    where it is installed, a fifth of a second of this process's start)."""
+    where it is installed, which would slow this process's start)."""
     return pa.RecordBatch.from_arrays([pa.nulls(0, field.type) for field in schema], schema=schema)
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     uri, busy_timeout_ms = argv[1], int(argv[2])
     try:
         # The driver's own API, not its DB-API module: that one imports pandas and Polars
-        # where they are installed, half a second of this process's start.
+        # where they are installed, which would slow this process's start.
         import adbc_driver_manager as adbc
         import adbc_driver_sqlite
         import pyarrow as pa

@@ -147,8 +147,8 @@ async def export_range(
             rows = await _write_file(partial, media_type, batches, on_rows)
     if native is not None:
         # After the session's transaction: read on a connection of its own. The count, on
-        # a session of its own meanwhile: counting millions of ticks takes as long as
-        # reading a fifth of them.
+        # a session of its own meanwhile: it walks the same rows, and the read need not
+        # wait for it.
         counting = (
             None
             if on_total is None
