@@ -689,11 +689,14 @@ async def _pieces(source: TickBatches, size: int, skip: int) -> AsyncIterator[An
     held: list[Any] = []  # record batches not yet passed on
     count = read = 0
     for item in source:
-        length = len(item) if isinstance(item, list) else item.num_rows
-        read += length
+        if isinstance(item, list):
+            length = len(item)  # rows of the row reader (where Arrow could not read)
+        else:
+            length = item.num_rows
+            read += length
         if read >= RELEASE_ROWS:
             # Arrow's default pool (mimalloc) keeps what the batches before freed resident:
-            # handed back, the peak RSS of a 5,000,000-row load is 30-35 MB lower.
+            # handed back, a long load's peak RSS is lower (docs/benchmarks.md's ingest).
             pa.default_memory_pool().release_unused()
             read = 0
         if skip >= length:

@@ -30,10 +30,10 @@ from tickvault.services.readers import KNOWN_COLUMNS, TickBatches
 ROW_CHUNK = 1_000  # rows per list when a file goes on as rows
 BATCH_ROWS = 65_536  # rows per record batch of a frame (already in memory)
 # Rows per record batch read from a Parquet file: the load's own batch (ingest's default).
-# Batches of 65,536 held about 25 MB more at the peak of a 5,000,000-row load, no faster.
+# Larger batches held more memory at a long load's peak, and were no faster.
 PARQUET_BATCH_ROWS = 10_000
-# Arrow's default (1 MiB) held about 40 MB of blocks in flight; a quarter of it, 10 MB, and
-# reads as fast. Likewise Parquet without pre-buffering: 15 MB instead of 35.
+# Arrow's default (1 MiB) held four times the blocks in flight, and read no faster.
+# Likewise Parquet without pre-buffering.
 CSV_BLOCK_BYTES = 1 << 18
 # The CSV reader's memory from malloc rather than Arrow's default pool (mimalloc here),
 # which kept more of the freed blocks resident over a load: a lower peak RSS.
