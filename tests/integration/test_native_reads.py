@@ -124,8 +124,15 @@ class _ReaderPages:
     many as its start takes: a count the test could not know)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *, kill_after_first: bool = False):
-        self.count = 0
+        self.count = self.started = 0
         receive, ready = sqlite_pages.ReaderProcess.receive, sqlite_pages.ReaderProcess.ready
+        start = sqlite_pages.ReaderProcess.__init__
+
+        def started(reader: sqlite_pages.ReaderProcess, uri: str) -> None:
+            self.started += 1
+            start(reader, uri)
+
+        monkeypatch.setattr(sqlite_pages.ReaderProcess, "__init__", started)
         monkeypatch.setattr(
             sqlite_pages.ReaderProcess, "ready", lambda reader, timeout=0: ready(reader, 60)
         )
@@ -212,7 +219,14 @@ async def test_a_long_range_is_read_by_the_sqlite_reader_process(
     assert len(expected) == 10
     assert all(batch.num_rows <= 2 for batch in batches)
     # SQLite: 6 pages, the last one empty; all but the first from the reader process.
-    assert reader.count == (5 if engine.dialect.name == "sqlite" else 0)
+    sqlite = engine.dialect.name == "sqlite"
+    assert (reader.started, reader.count) == ((1, 5) if sqlite else (0, 0))
+    # A range of less than a batch starts no process, however many pages it is read in here.
+    monkeypatch.setattr(sqlite_pages, "HERE_ROWS", 3)
+    small = await _batches(native, 1, START, END, include_deleted=True, batch_rows=11)
+    assert _rows(small) == expected
+    assert [len(batch) for batch in small] == ([3, 3, 3, 1] if sqlite else [10])
+    assert (reader.started, reader.count) == ((1, 5) if sqlite else (0, 0))
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
 
 

@@ -5,9 +5,10 @@ The pages are read by the SQLite reader process (``repositories.sqlite_reader``)
 ``adbc-driver-sqlite`` reads rows into Arrow in C, several times faster than ``sqlite3``
 makes Python tuples. An answer starts without it: its first pages, of ``HERE_ROWS``, are
 read here through the standard library's ``sqlite3`` (the library aiosqlite runs on) and
-made into columns by Arrow; the process starts when the first one comes full, and takes
-over once ready, so a small answer never waits for a process and a long one pays for it
-once. ``long=True`` (an export) starts it at once. Where the driver is not installed, no
+made into columns by Arrow; the process starts once more than a batch (``batch_rows``) is
+on its way, and takes over when ready. So an answer of less than a batch never starts a
+process, none waits for one, and a long one pays for it once. ``long=True`` (an export)
+starts it at once. Where the driver is not installed, no
 core is free for it, or the process fails, the pages are read here::
 
     pages = SqlitePages(uri, where, sql_of, after=None, batch_rows=65_536)
@@ -73,6 +74,7 @@ class SqlitePages:
         self.done = False
         self.reader: ReaderProcess | None = None
         self.use_reader = reader_installed()
+        self.here = 0  # rows read in this process
         # The page the reader was asked for: its SQL, since when, its most rows.
         self.asked: tuple[str, float, int] | None = None
         self.finished: list[tuple[str, float, int]] = []
@@ -103,6 +105,7 @@ class SqlitePages:
             sql, started = self.sql_of(self.after, limit), perf_counter()
         if batch is None:
             batch = self._read_here(sql)
+            self.here += batch.num_rows
         self.finished.append((sql, started, batch.num_rows))
         self.done = batch.num_rows < limit
         if batch.num_rows == 0:
@@ -113,8 +116,14 @@ class SqlitePages:
         if self.after is not None and after <= self.after:  # never read a page twice
             raise DatabaseError(f"database error at {self.where}: the range went back")
         self.after = after
-        if not self.done and self.reader is None and self.use_reader:
-            self._start_reader()  # pages are read here until it is ready
+        # More than a batch on its way: worth a process (pages read here until it is ready).
+        if (
+            not self.done
+            and self.reader is None
+            and self.use_reader
+            and self.here >= self.batch_rows
+        ):
+            self._start_reader()
         if not self.done and self.reader is not None and self.reader.ready():
             self._ask()  # it reads the next page while this one's prices are rounded
         return columns.rounded_prices(batch)
