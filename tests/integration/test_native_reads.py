@@ -4,6 +4,7 @@ soft-deleted ticks only when asked, whatever the batch size, the time zone of th
 or a column that holds NULLs alone in one batch and numbers in the next."""
 
 import asyncio
+import os
 import subprocess
 import sys
 from datetime import timedelta, timezone
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.integration.test_arrow_reads import END, START, T0, Sessions, _json_range, _load
-from tickvault.errors import ValidationError
+from tickvault.errors import DatabaseError, TickvaultError, ValidationError
 from tickvault.models import Instrument, MarketData
 from tickvault.repositories import columns, sqlite_pages
 from tickvault.repositories.native import NativeReads
@@ -131,8 +132,10 @@ class _ReaderPages:
         def started(reader: sqlite_pages.ReaderProcess, uri: str) -> None:
             self.started += 1
             start(reader, uri)
+            self.processes.append(reader.process)
 
         monkeypatch.setattr(sqlite_pages.ReaderProcess, "__init__", started)
+        self.processes: list[Any] = []
         monkeypatch.setattr(
             sqlite_pages.ReaderProcess, "ready", lambda reader, timeout=0: ready(reader, 60)
         )
@@ -265,6 +268,92 @@ async def test_when_the_reader_process_fails_the_rest_is_read_here(
     monkeypatch.setattr(sqlite_pages.ReaderProcess, "receive", sqlite_pages.ReaderProcess.receive)
     for _ in range(3):
         assert _rows(await _batches(native, 1, START, END, batch_rows=2)) == expected
+
+
+def _free_readers() -> int:
+    """How many reader processes could start now."""
+    free = 0
+    while sqlite_pages.READERS.acquire(blocking=False):
+        free += 1
+    for _ in range(free):
+        sqlite_pages.READERS.release()
+    return free
+
+
+async def _all_closed(reader: _ReaderPages, free: int) -> None:
+    """Every reader process ended and its place given back (closing happens once the
+    worker thread is done: at most a page later)."""
+    for _ in range(200):
+        if _free_readers() == free and all(p.poll() is not None for p in reader.processes):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{_free_readers()} of {free} free; {reader.processes}")
+
+
+@pytest.mark.parametrize("when", ["starting", "reading"])
+async def test_a_cancelled_read_leaves_no_reader_behind(
+    engine: AsyncEngine, session_factory: Sessions, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A caller cancelled while the read starts or reads (a client that hangs up, Ctrl-C):
+    what the read opened is closed once its thread is done with it, never under it (that
+    crashed the process), and no reader process or place is left behind."""
+    await _load(session_factory)
+    native = await _native(session_factory)
+    reader = _ReaderPages(monkeypatch)
+    free = _free_readers()
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in native.range_batches(1, START, END, batch_rows=2, long=True):
+            first.set()
+            await asyncio.sleep(0)
+
+    for _ in range(3):
+        task = asyncio.ensure_future(consume())
+        if when == "reading":
+            await first.wait()
+        else:
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _all_closed(reader, free)
+        first.clear()
+    if engine.dialect.name == "sqlite":
+        assert reader.started >= (3 if when == "reading" else 1)
+    expected = await _json_range(session_factory)
+    assert _rows(await _batches(native, 1, START, END, batch_rows=2)) == expected
+
+
+async def test_a_cancelled_export_leaves_no_file_and_no_reader(
+    session_factory: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _load(session_factory)
+    reader = _ReaderPages(monkeypatch)
+    free = _free_readers()
+    path = tmp_path / "ticks.parquet"
+
+    def cancel(rows: int) -> None:
+        task.cancel()
+
+    task = asyncio.ensure_future(
+        export_range(session_factory, "AAPL", START, END, path, batch_rows=2, on_rows=cancel)
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    left = [name for name in os.listdir(tmp_path) if name.startswith("ticks")]
+    assert left == []  # neither the file nor its .partial
+    await _all_closed(reader, free)
+
+
+async def test_an_export_to_a_place_it_cannot_write_says_so(
+    session_factory: Sessions, tmp_path: Path
+) -> None:
+    await _load(session_factory)
+    path = tmp_path / "missing" / "ticks.parquet"
+    with pytest.raises(TickvaultError, match=r"missing/ticks.parquet: cannot write") as caught:
+        await export_range(session_factory, "AAPL", START, END, path)
+    assert not isinstance(caught.value, DatabaseError)
 
 
 OTHER_PROCESS_WRITE = """

@@ -21,6 +21,7 @@ the caller's session runs on, so reads routed to the read replica stay there::
 
 import asyncio
 import importlib
+import threading
 import urllib.parse
 from collections.abc import AsyncGenerator
 from contextlib import suppress
@@ -37,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tickvault.database.failures import translate
 from tickvault.database.url import display_url
-from tickvault.errors import DatabaseUnavailable
+from tickvault.errors import DatabaseError, DatabaseUnavailable
 from tickvault.monitoring import capture
 from tickvault.repositories import columns
 from tickvault.repositories.market_data import (
@@ -146,11 +147,19 @@ class NativeReads:
                 )
             return _CopyRead(self, query(after), batch_rows)
 
-        read = await asyncio.to_thread(begin)
+        # Each step in a worker thread, awaited shielded: a cancelled caller leaves it to end
+        # in its thread, rather than a task marked done while its thread still reads (what
+        # it opened then closed under it).
+        starting = asyncio.ensure_future(asyncio.to_thread(begin))
+        try:
+            read = await asyncio.shield(starting)
+        except BaseException:
+            starting.add_done_callback(_close_started)
+            raise
         pending: asyncio.Future[Any] | None = None
         try:
             pending = asyncio.ensure_future(asyncio.to_thread(read.next_batch))
-            while (batch := await pending) is not None:
+            while (batch := await asyncio.shield(pending)) is not None:
                 pending = asyncio.ensure_future(asyncio.to_thread(read.next_batch))
                 self._report(read)
                 yield batch
@@ -219,6 +228,10 @@ class _CopyRead:
         self.pending: Any = None  # a batch the driver gave past batch_rows rows
         self.reader: Any = None
         self.finished: list[tuple[str, float, int]] = []
+        # Held while a batch is read: close() waits for it (the driver's objects closed
+        # under a reading thread crash the process), stop() does not.
+        self.lock = threading.Lock()
+        self.stopped = False
         try:
             self.connection: Any = self.dbapi.connect(reads.uri)
         except Exception as exc:
@@ -261,6 +274,15 @@ class _CopyRead:
         return batch
 
     def next_batch(self) -> Any:
+        with self.lock:
+            try:
+                return None if self.stopped else self._next_batch()
+            except DatabaseError:
+                if self.stopped:  # the COPY stop() cancelled
+                    return None
+                raise
+
+    def _next_batch(self) -> Any:
         batch = self.pending if self.pending is not None else self._read()
         self.pending = None
         if batch is None:
@@ -269,23 +291,36 @@ class _CopyRead:
             batch, self.pending = batch.slice(0, self.batch_rows), batch.slice(self.batch_rows)
         return columns.as_tick_batch(batch)
 
+    def stop(self) -> None:
+        """Make a batch being read end soon (from any thread, without waiting): the COPY
+        is cancelled; ``next_batch`` then gives None."""
+        self.stopped = True
+        cursor = getattr(self, "cursor", None)
+        if cursor is not None:
+            with suppress(Exception):
+                cursor.adbc_cancel()
+
     def close(self) -> None:
-        for closeable in (self.reader, getattr(self, "cursor", None), self.connection):
-            if closeable is not None:
-                with suppress(Exception):  # closing what failed: the first error stands
-                    closeable.close()
+        """Stop, and close once no batch is being read."""
+        self.stop()
+        with self.lock:
+            for closeable in (self.reader, getattr(self, "cursor", None), self.connection):
+                if closeable is not None:
+                    with suppress(Exception):  # closing what failed: the first error stands
+                        closeable.close()
 
 
 def _close_when_done(
     pending: "asyncio.Future[Any] | None", read: "_CopyRead | SqlitePages"
 ) -> None:
-    """Close ``read`` once no worker thread uses it (a read ahead may still be running when
-    the caller stops early); that read's result or error is dropped."""
+    """Close ``read`` once no worker thread uses it: a read ahead may still be running when
+    the caller stops early (it is stopped, and its result or error dropped)."""
     if pending is None or pending.done():
         if pending is not None and not pending.cancelled():
             pending.exception()  # retrieved: no "never retrieved" warning
         read.close()
         return
+    read.stop()
 
     def close(done: "asyncio.Future[Any]") -> None:
         if not done.cancelled():
@@ -293,6 +328,12 @@ def _close_when_done(
         read.close()
 
     pending.add_done_callback(close)
+
+
+def _close_started(starting: "asyncio.Future[Any]") -> None:
+    """Close a read whose caller was cancelled while it started, once it has."""
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result().close()
 
 
 def _first_line(exc: BaseException) -> str:

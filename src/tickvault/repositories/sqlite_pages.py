@@ -78,6 +78,10 @@ class SqlitePages:
         # The page the reader was asked for: its SQL, since when, its most rows.
         self.asked: tuple[str, float, int] | None = None
         self.finished: list[tuple[str, float, int]] = []
+        # Held while a page is read: close() waits for it (a connection or a pipe closed
+        # under a reading thread crashes the process), stop() does not.
+        self.lock = threading.Lock()
+        self.stopped = False
         try:
             # Called from one worker thread or another, never two at once.
             self.connection = sqlite3.connect(
@@ -90,7 +94,17 @@ class SqlitePages:
             self._start_reader()
 
     def next_batch(self) -> Any:
-        """The next page as a batch of ``tick_schema()``, or None at the end."""
+        """The next page as a batch of ``tick_schema()``, or None at the end (or once
+        ``stop()`` was called)."""
+        with self.lock:
+            try:
+                return None if self.stopped else self._next_batch()
+            except DatabaseError:
+                if self.stopped:  # the statement stop() interrupted
+                    return None
+                raise
+
+    def _next_batch(self) -> Any:
         if self.done:
             return None
         if self.asked is None and self.reader is not None and (self.long or self.reader.ready()):
@@ -104,6 +118,8 @@ class SqlitePages:
             limit = min(self.batch_rows, HERE_ROWS)
             sql, started = self.sql_of(self.after, limit), perf_counter()
         if batch is None:
+            if self.stopped:
+                return None
             batch = self._read_here(sql)
             self.here += batch.num_rows
         self.finished.append((sql, started, batch.num_rows))
@@ -134,9 +150,9 @@ class SqlitePages:
         self.reader.ask(self.asked[0], self.batch_rows)
 
     def _start_reader(self) -> None:
-        self.use_reader = False  # one process a range, at most
         if not READERS.acquire(blocking=False):
-            return  # as many running as there are cores: this range is read here
+            return  # as many running as there are cores: tried again at the next page
+        self.use_reader = False  # one process a range, at most
         try:
             self.reader = ReaderProcess(self.uri)
         except OSError as exc:
@@ -158,7 +174,8 @@ class SqlitePages:
         try:
             return self.reader.receive()
         except ReaderFailed as exc:
-            logger.warning("the SQLite reader process failed, reading in this one: %s", exc)
+            if not self.stopped:  # stop() killed it
+                logger.warning("the SQLite reader process failed, reading here: %s", exc)
             self._stop_reader()
             return None
 
@@ -168,10 +185,24 @@ class SqlitePages:
             self.reader = None
             READERS.release()
 
-    def close(self) -> None:
-        self._stop_reader()
+    def stop(self) -> None:
+        """Make a page being read end soon (from any thread, without waiting): the
+        statement running here is interrupted, the reader process killed; ``next_batch``
+        then gives None."""
+        self.stopped = True
+        reader = self.reader
+        if reader is not None:
+            reader.kill()
         with suppress(sqlite3.Error):
-            self.connection.close()
+            self.connection.interrupt()
+
+    def close(self) -> None:
+        """Stop, and close once no page is being read."""
+        self.stop()
+        with self.lock:
+            self._stop_reader()
+            with suppress(sqlite3.Error):
+                self.connection.close()
 
 
 @cache
@@ -202,6 +233,9 @@ class ReaderProcess:
             stdout=subprocess.PIPE,
             stderr=self.errors,
             env=env,
+            # Its own session: a Ctrl-C at the terminal is this process's to handle (the
+            # reader ends when its input does, or is killed).
+            start_new_session=True,
         )
         if sys.platform == "linux" and self.process.stdout is not None:
             import fcntl
@@ -252,6 +286,11 @@ class ReaderProcess:
         self.errors.seek(0)
         said = self.errors.read().decode(errors="replace").strip().splitlines()
         return f"exit status {code}: {said[-1] if said else 'nothing said'}"
+
+    def kill(self) -> None:
+        """End the process now, from any thread (a page it is reading is dropped)."""
+        with suppress(OSError):
+            self.process.kill()
 
     def close(self) -> None:
         """Stop the process (a page it is reading is dropped) and wait for it."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tickvault.errors import NotAcceptable, ValidationError
+from tickvault.errors import NotAcceptable, TickvaultError, ValidationError
 from tickvault.repositories import columns
 from tickvault.repositories.instruments import InstrumentRepository
 from tickvault.repositories.market_data import BATCH_ROWS, MarketDataRepository
@@ -191,18 +191,30 @@ async def _write_file(
     """``batches`` written to ``partial``; the file removed if anything fails. Each batch is
     encoded in a worker thread, while the next is read."""
     rows = 0
-    out = writer(str(partial), columns.tick_schema(), media_type)
+    try:
+        out = writer(str(partial), columns.tick_schema(), media_type)
+    except OSError as exc:
+        raise TickvaultError(f"{partial.with_suffix('')}: cannot write: {exc}") from exc
+    writing: asyncio.Future[Any] | None = None
     try:
         async with aclosing(batches):
             async for batch in batches:
-                await asyncio.to_thread(out.write_batch, batch)
+                # Shielded: cancelled (Ctrl-C), the write still ends before the file closes
+                # (closed under a writing thread, the process crashed).
+                writing = asyncio.ensure_future(asyncio.to_thread(out.write_batch, batch))
+                await asyncio.shield(writing)
                 rows += batch.num_rows
                 if on_rows is not None:
                     on_rows(batch.num_rows)
         out.close()
-    except BaseException:
-        out.close()
+    except BaseException as exc:
+        if writing is not None and not writing.done():
+            await asyncio.wait([writing])
+        with suppress(Exception):
+            out.close()
         with suppress(FileNotFoundError):
             os.remove(partial)
+        if isinstance(exc, OSError):
+            raise TickvaultError(f"{partial.with_suffix('')}: cannot write: {exc}") from exc
         raise
     return rows
