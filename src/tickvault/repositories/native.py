@@ -21,7 +21,6 @@ the caller's session runs on, so reads routed to the read replica stay there::
 
 import asyncio
 import importlib
-import threading
 import urllib.parse
 from collections.abc import AsyncGenerator
 from contextlib import suppress
@@ -38,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from tickvault.database.failures import translate
 from tickvault.database.url import display_url
-from tickvault.errors import DatabaseError, DatabaseUnavailable
+from tickvault.errors import DatabaseUnavailable
 from tickvault.monitoring import capture
 from tickvault.repositories import columns
 from tickvault.repositories.market_data import (
@@ -47,7 +46,7 @@ from tickvault.repositories.market_data import (
     check_batch,
     range_select,
 )
-from tickvault.repositories.sqlite_pages import SqlitePages
+from tickvault.repositories.sqlite_pages import BatchRead, SqlitePages
 
 # SQLite's: the standard library's, never a second copy of SQLite (see above).
 DRIVERS = {"sqlite": "sqlite3", "postgresql": "adbc_driver_postgresql.dbapi"}
@@ -140,7 +139,7 @@ class NativeReads:
         def sql_of(cursor: RangeCursor | None, rows: int) -> str:
             return _sql(self.engine.dialect, query(cursor).limit(rows))
 
-        def begin() -> "_CopyRead | SqlitePages":
+        def begin() -> BatchRead:
             if self.dialect == "sqlite":
                 return SqlitePages(
                     self.uri, self.where, sql_of, after=after, batch_rows=batch_rows, long=long
@@ -167,7 +166,7 @@ class NativeReads:
         finally:
             _close_when_done(pending, read)
 
-    def _report(self, read: "_CopyRead | SqlitePages") -> None:
+    def _report(self, read: BatchRead) -> None:
         """The statements ``read`` has finished, to the monitors (from the event loop's
         thread, where SQLAlchemy's own statements are reported)."""
         while read.finished:
@@ -214,7 +213,7 @@ def _sql(dialect: Dialect, query: Select[Any]) -> str:
     return str(compiled)
 
 
-class _CopyRead:
+class _CopyRead(BatchRead):
     """PostgreSQL: the range as one COPY on a connection of its own (called from worker
     threads, one call at a time). ``next_batch()`` gives the next batch of
     ``tick_schema()``, at most ``batch_rows`` rows, or None at the end; ``finished`` holds
@@ -227,11 +226,7 @@ class _CopyRead:
         self.dbapi: Any = dbapi
         self.pending: Any = None  # a batch the driver gave past batch_rows rows
         self.reader: Any = None
-        self.finished: list[tuple[str, float, int]] = []
-        # Held while a batch is read: close() waits for it (the driver's objects closed
-        # under a reading thread crash the process), stop() does not.
-        self.lock = threading.Lock()
-        self.stopped = False
+        super().__init__()
         try:
             self.connection: Any = self.dbapi.connect(reads.uri)
         except Exception as exc:
@@ -273,15 +268,6 @@ class _CopyRead:
         self.rows += batch.num_rows
         return batch
 
-    def next_batch(self) -> Any:
-        with self.lock:
-            try:
-                return None if self.stopped else self._next_batch()
-            except DatabaseError:
-                if self.stopped:  # the COPY stop() cancelled
-                    return None
-                raise
-
     def _next_batch(self) -> Any:
         batch = self.pending if self.pending is not None else self._read()
         self.pending = None
@@ -291,28 +277,20 @@ class _CopyRead:
             batch, self.pending = batch.slice(0, self.batch_rows), batch.slice(self.batch_rows)
         return columns.as_tick_batch(batch)
 
-    def stop(self) -> None:
-        """Make a batch being read end soon (from any thread, without waiting): the COPY
-        is cancelled; ``next_batch`` then gives None."""
-        self.stopped = True
+    def _interrupt(self) -> None:
         cursor = getattr(self, "cursor", None)
         if cursor is not None:
             with suppress(Exception):
-                cursor.adbc_cancel()
+                cursor.adbc_cancel()  # the COPY
 
-    def close(self) -> None:
-        """Stop, and close once no batch is being read."""
-        self.stop()
-        with self.lock:
-            for closeable in (self.reader, getattr(self, "cursor", None), self.connection):
-                if closeable is not None:
-                    with suppress(Exception):  # closing what failed: the first error stands
-                        closeable.close()
+    def _close(self) -> None:
+        for closeable in (self.reader, getattr(self, "cursor", None), self.connection):
+            if closeable is not None:
+                with suppress(Exception):  # closing what failed: the first error stands
+                    closeable.close()
 
 
-def _close_when_done(
-    pending: "asyncio.Future[Any] | None", read: "_CopyRead | SqlitePages"
-) -> None:
+def _close_when_done(pending: "asyncio.Future[Any] | None", read: BatchRead) -> None:
     """Close ``read`` once no worker thread uses it: a read ahead may still be running when
     the caller stops early (it is stopped, and its result or error dropped)."""
     if pending is None or pending.done():

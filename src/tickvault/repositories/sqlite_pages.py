@@ -52,7 +52,50 @@ HERE_ROWS = 8192
 PIPE_BYTES = 1 << 20  # Linux's most for an unprivileged process, by default
 
 
-class SqlitePages:
+class BatchRead:
+    """A read whose batches worker threads take, one call at a time. ``close()`` waits for
+    the batch being read (a connection or a pipe closed under a reading thread crashes the
+    process); ``stop()``, from any thread, makes it end soon, and ``next_batch`` then gives
+    None. ``finished`` holds the (SQL, started, rows) of each statement read, for the
+    monitors."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stopped = False
+        self.finished: list[tuple[str, float, int]] = []
+
+    def next_batch(self) -> Any:
+        """The next batch of ``tick_schema()``, or None at the end (or once stopped)."""
+        with self.lock:
+            try:
+                return None if self.stopped else self._next_batch()
+            except DatabaseError:
+                if self.stopped:  # what stop() interrupted
+                    return None
+                raise
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._interrupt()
+
+    def close(self) -> None:
+        """Stop, and close once no batch is being read."""
+        self.stop()
+        with self.lock:
+            self._close()
+
+    def _next_batch(self) -> Any:
+        raise NotImplementedError
+
+    def _interrupt(self) -> None:
+        """Make the batch being read end soon, without waiting."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+class SqlitePages(BatchRead):
     """Keyset pages of one range (called from worker threads, one call at a time).
     ``sql_of(after, rows)`` is the statement of the page after a cursor, at most ``rows``;
     ``long``: the caller expects many pages (an export): the reader process starts at once
@@ -77,11 +120,7 @@ class SqlitePages:
         self.here = 0  # rows read in this process
         # The page the reader was asked for: its SQL, since when, its most rows.
         self.asked: tuple[str, float, int] | None = None
-        self.finished: list[tuple[str, float, int]] = []
-        # Held while a page is read: close() waits for it (a connection or a pipe closed
-        # under a reading thread crashes the process), stop() does not.
-        self.lock = threading.Lock()
-        self.stopped = False
+        super().__init__()
         try:
             # Called from one worker thread or another, never two at once.
             self.connection = sqlite3.connect(
@@ -92,17 +131,6 @@ class SqlitePages:
         self.long = long
         if long and self.use_reader:
             self._start_reader()
-
-    def next_batch(self) -> Any:
-        """The next page as a batch of ``tick_schema()``, or None at the end (or once
-        ``stop()`` was called)."""
-        with self.lock:
-            try:
-                return None if self.stopped else self._next_batch()
-            except DatabaseError:
-                if self.stopped:  # the statement stop() interrupted
-                    return None
-                raise
 
     def _next_batch(self) -> Any:
         if self.done:
@@ -185,24 +213,18 @@ class SqlitePages:
             self.reader = None
             READERS.release()
 
-    def stop(self) -> None:
-        """Make a page being read end soon (from any thread, without waiting): the
-        statement running here is interrupted, the reader process killed; ``next_batch``
-        then gives None."""
-        self.stopped = True
+    def _interrupt(self) -> None:
+        # The statement running here is interrupted, the reader process killed.
         reader = self.reader
         if reader is not None:
             reader.kill()
         with suppress(sqlite3.Error):
             self.connection.interrupt()
 
-    def close(self) -> None:
-        """Stop, and close once no page is being read."""
-        self.stop()
-        with self.lock:
-            self._stop_reader()
-            with suppress(sqlite3.Error):
-                self.connection.close()
+    def _close(self) -> None:
+        self._stop_reader()
+        with suppress(sqlite3.Error):
+            self.connection.close()
 
 
 @cache
