@@ -8,8 +8,8 @@ read here through the standard library's ``sqlite3`` (the library aiosqlite runs
 made into columns by Arrow; the process starts once more than a batch (``batch_rows``) is
 on its way, and takes over when ready. So an answer of less than a batch never starts a
 process, none waits for one, and a long one pays for it once. ``long=True`` (an export)
-starts it at once. Where the driver is not installed, no
-core is free for it, or the process fails, the pages are read here::
+starts it at once. Where the driver is not installed or the process fails, the pages are
+read here; so they are while every core has a reader process, until one is free::
 
     pages = SqlitePages(uri, where, sql_of, after=None, batch_rows=65_536)
     while (batch := pages.next_batch()) is not None:   # tick_schema() batches
